@@ -1,0 +1,88 @@
+"""Adapters that turn a raw network into a denoiser D(x, sigma, cond) -> x0_hat (VE coordinates).
+
+Every sampler, loss and guidance function sees only this contract, whatever the network predicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from vcdm.diffusion.schedules import DDPMSchedule
+from vcdm.errors import VcdmError
+
+PRECOND_KINDS = ("edm", "x0")
+
+
+def edm_coefficients(
+    sigma: Tensor, sigma_data: float, kind: str = "edm"
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """EDM preconditioning (Karras et al. 2022, Table 1): (c_skip, c_out, c_in, c_noise) for each sigma.
+
+    kind "x0" is plain clean-data prediction (the VCDM prior): c_skip = 0, c_out = 1, same c_in, c_noise.
+    """
+    if kind not in PRECOND_KINDS:
+        raise VcdmError(f"precond kind must be one of {PRECOND_KINDS}, got {kind!r}")
+    sd2 = sigma_data**2
+    c_in = 1 / (sigma**2 + sd2).sqrt()
+    c_noise = sigma.log() / 4
+    if kind == "x0":
+        return torch.zeros_like(sigma), torch.ones_like(sigma), c_in, c_noise
+    c_skip = sd2 / (sigma**2 + sd2)
+    c_out = sigma * sigma_data / (sigma**2 + sd2).sqrt()
+    return c_skip, c_out, c_in, c_noise
+
+
+def _expand(c: Tensor, x: Tensor) -> Tensor:
+    return c.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+class EDMPrecond(nn.Module):
+    """D(x, sigma) = c_skip x + c_out F(c_in x, c_noise, cond) around a raw network F.
+
+    Args:
+        net: called as net(x_in, c_noise, cond) -> tensor of x's shape.
+        sigma_data: standard deviation of the data (0.5 for images in [-1, 1]; 1 for standardised embeddings).
+        kind: "edm" (EDM's mixed skip) or "x0" (the network predicts x0 directly).
+    """
+
+    def __init__(self, net: nn.Module | Callable, sigma_data: float = 0.5, kind: str = "edm"):
+        super().__init__()
+        if kind not in PRECOND_KINDS:
+            raise VcdmError(f"precond kind must be one of {PRECOND_KINDS}, got {kind!r}")
+        self.net = net
+        self.sigma_data = float(sigma_data)
+        self.kind = kind
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+        x = x.float()
+        sigma = sigma.float().reshape(-1).expand(x.shape[0])
+        c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data, self.kind)
+        f = self.net(_expand(c_in, x) * x, c_noise, cond).float()
+        return _expand(c_skip, x) * x + _expand(c_out, x) * f
+
+
+class EpsPrecond(nn.Module):
+    """The DDPM epsilon parameterisation (Ho et al. 2020) as a denoiser.
+
+    The network sees VP inputs x_vp = x / sqrt(1 + sigma^2) and the fractional timestep t(sigma), and
+    predicts the noise: D(x, sigma) = x - sigma * eps(x / sqrt(1 + sigma^2), t(sigma)).
+    """
+
+    def __init__(self, net: nn.Module, schedule: DDPMSchedule):
+        super().__init__()
+        self.net = net
+        self.schedule = schedule
+
+    def eps(self, x_vp: Tensor, t: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+        """The raw epsilon prediction for VP inputs at timesteps t (B,)."""
+        return self.net(x_vp, t.float(), cond).float()
+
+    def forward(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
+        x = x.float()
+        sigma = sigma.float().reshape(-1).expand(x.shape[0])
+        s = _expand(sigma, x)
+        eps = self.eps(x / (1 + s**2).sqrt(), self.schedule.t_of_sigma(sigma), cond)
+        return x - s * eps
