@@ -1,4 +1,4 @@
-"""Stateless samplers with one signature: (denoiser, noise, sigmas, cond, *, generator, callback, **options)."""
+"""Stateless samplers, one signature: (denoiser, noise, sigmas, cond, *, generator, callback, **options)."""
 
 from vcdm.samplers.ancestral import ddim, ddpm
 from vcdm.samplers.common import randn_like, seeded_noise

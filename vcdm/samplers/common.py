@@ -34,7 +34,7 @@ def randn_like(x: Tensor, generator: Generator = None) -> Tensor:
 
 
 def seeded_noise(shape: tuple[int, ...], seeds: Sequence[int], device: torch.device | str = "cpu") -> Tensor:
-    """Stack of unit Gaussian tensors of `shape`, one per seed (B = len(seeds)); each depends on its seed only."""
+    """Unit Gaussian tensors of `shape`, one per seed, stacked to (B, *shape); each depends on its seed only."""
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
 
