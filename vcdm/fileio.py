@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import secrets
 from pathlib import Path
+
+from vcdm.errors import VcdmError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -14,17 +16,23 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     A crash at any moment leaves either the old file or the new one, never a half-written file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # os.open with 0o666 (minus umask) gives the permissions a plain open() would; mkstemp's are 0600.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise VcdmError(
+                f"{path}: cannot write ({e.strerror or e}); the previous file, if any, is intact"
+            ) from None
         raise
     _fsync_dir(path.parent)
 
