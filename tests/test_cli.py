@@ -1,0 +1,71 @@
+"""One small end-to-end two-stage run through the CLI (tiny preset, 256 MNIST images, seconds)."""
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from vcdm.cli import main
+from vcdm.pipeline import Pipeline
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    common = ["--run", str(run), "--preset", "tiny", "--no-progress"]
+    assert main(["train", "embedder", *common]) == 0
+    assert main(["embed", *common, "--set", "embedder.aug_copies=1"]) == 0
+    for stage in ("prior", "decoder", "baseline"):
+        assert main(["train", stage, *common]) == 0
+    return run
+
+
+def test_run_directory_layout(run):
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["embedder"]["aug_copies"] == 1  # the override was saved with the run
+    for stage in ("embedder", "prior", "decoder", "baseline"):
+        meta = json.loads((run / stage / "model.json").read_text())
+        assert meta["nimg"] == 256 and (run / stage / "model.safetensors").is_file()
+        assert any((run / stage / "checkpoints").iterdir())
+    assert json.loads((run / "decoder" / "model.json").read_text())["net"]["emb_dim"] == 8
+    assert json.loads((run / "baseline" / "model.json").read_text())["net"]["emb_dim"] == 0
+
+
+def test_sample_writes_pngs_and_grid_two_stage_and_single_stage(run, tmp_path):
+    for stage in ("decoder", "baseline"):
+        out = tmp_path / stage
+        assert main(["sample", "--run", str(run), "--stage", stage, "--num", "3", "--seed", "5",
+                     "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+        names = sorted(p.name for p in out.iterdir())
+        assert names == ["000005.png", "000006.png", "000007.png", "grid.png"]
+        assert Image.open(out / "000005.png").size == (28, 28)
+
+
+def test_same_seed_same_image_whatever_the_batch(run):
+    pipe = Pipeline.from_run(run, "decoder")
+    from vcdm.config import SampleConfig
+
+    cfg = SampleConfig(num_steps=3, prior_num_steps=3, batch_size=4)
+    a = pipe([3, 4, 5, 6, 7], cfg)
+    b = pipe([5], SampleConfig(num_steps=3, prior_num_steps=3, batch_size=1))
+    assert torch.allclose(a.images[2], b.images[0], atol=1e-4)
+    assert torch.allclose(a.embeddings[2], b.embeddings[0], atol=1e-4)
+    assert a.embeddings.shape == (5, 8)
+
+
+def test_finished_stage_and_full_output_dir_need_force(run, tmp_path, capsys):
+    assert main(["train", "decoder", "--run", str(run), "--no-progress"]) == 2
+    assert "already holds a model trained for 256 images" in capsys.readouterr().err
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "keep.png").write_bytes(b"x")
+    assert main(["sample", "--run", str(run), "--num", "1", "--out", str(out), "--no-progress"]) == 2
+    assert "already holds samples; pass --force" in capsys.readouterr().err
+    assert (out / "keep.png").read_bytes() == b"x"
+
+
+def test_bad_override_is_a_one_line_error(tmp_path, capsys):
+    assert main(["train", "decoder", "--run", str(tmp_path), "--set", "decoder.net.base_channels=abc"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "decoder.net.base_channels must be an integer" in err

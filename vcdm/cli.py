@@ -1,0 +1,232 @@
+"""`vcdm` command line: parse, resolve the config, call the library. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from vcdm.errors import VcdmError
+
+STAGES = ("embedder", "prior", "decoder", "baseline")
+
+EPILOG = """config: every run directory holds config.json (the resolved RunConfig). Change any field with
+--set field.path=value (repeatable; values are JSON, e.g. --set decoder.train.total_nimg=200000
+--set decoder.net.channel_mults=[1,2,2] --set data.source=path/to/folder). `vcdm config --preset mnist`
+prints every field with its default."""
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="mnist", help="named config to start a new run from: mnist (the demo "
+                   "default) or tiny (seconds-long smoke runs). Default: mnist")  # fmt: skip
+    p.add_argument(
+        "--config", metavar="FILE", help="a JSON config file (a partial one is completed with defaults)"
+    )
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override one config field, e.g. --set decoder.train.lr=1e-3 (repeatable)")  # fmt: skip
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="vcdm",
+        description="Two-stage (visual chain-of-thought) diffusion: an embedding prior, then an "
+        "embedding-conditioned image decoder.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train every stage on the embedded MNIST, sample, write a report",
+                       description="Train the embedder, prior, two-stage decoder and a single-stage baseline of "
+                       "the same size and budget, then sample a grid from each and write report.md. An "
+                       "interrupted demo resumes where it stopped.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+    p.add_argument("--num", type=int, default=64, help="samples per grid (default: 64)")
+    p.add_argument("--seed", type=int, default=0, help="first sample seed (default: 0)")
+    p.add_argument("--force", action="store_true", help="redo a finished demo in --out (deletes it first)")
+    _add_config_args(p)
+
+    p = sub.add_parser("train", help="train one stage of a run: embedder | prior | decoder | baseline",
+                       description="Train one stage into RUN/STAGE (resumes from its last checkpoint if one "
+                       "exists). The prior and the two-stage decoder need `vcdm embed` first.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("stage", choices=STAGES, help="embedder: contrastive image encoder; prior: diffusion model over "
+                   "embeddings; decoder: U-Net conditioned on embeddings; baseline: the same U-Net without them")  # fmt: skip
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument(
+        "--force", action="store_true", help="delete a finished stage and train it again from scratch"
+    )
+    _add_config_args(p)
+
+    p = sub.add_parser("embed", help="embed the training set with the run's embedder (for prior and decoder)",
+                       description="Compute embeddings of the dataset (plus embedder.aug_copies augmented copies) "
+                       "and their normalisation statistics into RUN/embeddings.safetensors.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("--force", action="store_true", help="recompute existing embeddings")
+    _add_config_args(p)
+
+    p = sub.add_parser("sample", help="sample images (two-stage, or single-stage with --stage baseline)",
+                       description="Write one PNG per sample and grid.png. Each image depends only on its seed "
+                       "(seeds SEED..SEED+NUM-1), not on the batch size.", epilog=EPILOG,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--run", required=True, help="run directory with trained stages")
+    p.add_argument("--stage", default="decoder", choices=("decoder", "baseline"),
+                   help="decoder: two-stage (prior then decoder); baseline: the single-stage model (default: decoder)")  # fmt: skip
+    p.add_argument("--num", type=int, default=16, help="number of samples (default: 16)")
+    p.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
+    p.add_argument("--steps", type=int, help="decoder sampling steps (default: sample.num_steps)")
+    p.add_argument("--prior-steps", type=int, help="prior sampling steps (default: sample.prior_num_steps)")
+    p.add_argument(
+        "--sampler",
+        choices=("heun", "euler", "ddim", "ddpm"),
+        help="decoder sampler (default: sample.sampler)",
+    )
+    p.add_argument("--guidance", type=float, help="decoder classifier-free guidance weight; 1 = conditional model, "
+                   "0 = unconditional, >1 = stronger condition (default: sample.guidance)")  # fmt: skip
+    p.add_argument("--prior-guidance", type=float, help="prior classifier-free guidance weight (class-conditional "
+                   "priors; default: sample.prior_guidance)")  # fmt: skip
+    p.add_argument("--label", type=int, help="class label for class-conditional stages")
+    p.add_argument("--out", help="output directory (default: RUN/samples/STAGE-seedSEED)")
+    p.add_argument("--force", action="store_true", help="overwrite an output directory that holds files")
+    _add_config_args(p)
+
+    p = sub.add_parser("config", help="print the resolved config of a preset or run as JSON")
+    p.add_argument(
+        "--run", help="run directory (prints its config.json with overrides applied, without saving)"
+    )
+    _add_config_args(p)
+    return ap
+
+
+def _config(args: argparse.Namespace, run: str | Path):
+    from vcdm.runs import resolve_config
+
+    return resolve_config(run, preset_name=args.preset, config_file=args.config, overrides=args.overrides)
+
+
+def cmd_demo(args: argparse.Namespace) -> None:
+    from vcdm.config import apply_overrides, load_config, preset
+    from vcdm.demo import run_demo
+
+    cfg = load_config(args.config) if args.config else preset(args.preset)
+    cfg = apply_overrides(cfg, args.overrides)
+    t0 = time.perf_counter()
+    report = run_demo(args.out, cfg, force=args.force, num_samples=args.num, seed=args.seed,
+                      progress=not args.no_progress)  # fmt: skip
+    print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min; see {report}")
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import shutil
+
+    from vcdm.data import load_dataset
+    from vcdm.runs import stage_done
+    from vcdm.stages import train_decoder, train_embedder, train_prior
+
+    cfg = _config(args, args.run)
+    stage_cfg = getattr(cfg, args.stage)
+    stage_dir = Path(args.run) / args.stage
+    if stage_done(stage_dir, stage_cfg.train.total_nimg):
+        if not args.force:
+            raise VcdmError(f"{stage_dir} already holds a model trained for {stage_cfg.train.total_nimg} images; "
+                            "pass --force to train it again from scratch, or raise the budget with "
+                            f"--set {args.stage}.train.total_nimg=N to continue")  # fmt: skip
+        shutil.rmtree(stage_dir)
+    data = load_dataset(cfg.data)
+    progress = not args.no_progress
+    if args.stage == "embedder":
+        if cfg.embedder.kind != "learned":
+            raise VcdmError(f"embedder.kind is {cfg.embedder.kind!r}: only the 'learned' embedder is trained")
+        res = train_embedder(args.run, cfg, data, progress=progress)
+    elif args.stage == "prior":
+        res = train_prior(args.run, cfg, data, progress=progress)
+    else:
+        res = train_decoder(args.run, cfg, data, stage=args.stage, progress=progress)
+    print(f"{args.stage}: {res.nimg} images in {res.seconds:.0f} s ({res.images_per_second:.0f} img/s); "
+          f"exported to {stage_dir}")  # fmt: skip
+
+
+def cmd_embed(args: argparse.Namespace) -> None:
+    from vcdm.data import load_dataset
+    from vcdm.stages import compute_embeddings
+
+    cfg = _config(args, args.run)
+    path = Path(args.run) / "embeddings.safetensors"
+    if path.exists() and not args.force:
+        raise VcdmError(f"{path} exists; pass --force to recompute it")
+    es = compute_embeddings(args.run, cfg, load_dataset(cfg.data), progress=not args.no_progress)
+    print(
+        f"embedded {es.num_images} images ({len(es.emb)} rows with augmented copies), dim {es.dim} -> {path}"
+    )
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
+    from vcdm.data import save_grid, save_images
+    from vcdm.pipeline import Pipeline
+    from vcdm.runs import guard_output
+
+    cfg = _config(args, args.run)
+    s = cfg.sample
+    given = {"num_steps": args.steps, "prior_num_steps": args.prior_steps, "sampler": args.sampler,
+             "guidance": args.guidance, "prior_guidance": args.prior_guidance}  # fmt: skip
+    s = replace(s, **{k: v for k, v in given.items() if v is not None})
+    if args.num < 1:
+        raise VcdmError(f"--num must be >= 1, got {args.num}")
+    out = Path(args.out) if args.out else Path(args.run) / "samples" / f"{args.stage}-seed{args.seed}"
+    guard_output(out, args.force, "samples")
+    pipe = Pipeline.from_run(args.run, args.stage)
+    t0 = time.perf_counter()
+    res = pipe(range(args.seed, args.seed + args.num), s, labels=args.label, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    save_images(res.images, out, [f"{seed:06d}.png" for seed in res.seeds])
+    save_grid(res.images, out / "grid.png")
+    print(f"wrote {args.num} samples and grid.png to {out} in {seconds:.1f} s")
+
+
+def cmd_config(args: argparse.Namespace) -> None:
+    from vcdm.config import apply_overrides, load_config, preset, to_dict
+
+    if args.run and (Path(args.run) / "config.json").is_file():
+        cfg = load_config(Path(args.run) / "config.json")
+    else:
+        cfg = load_config(args.config) if args.config else preset(args.preset)
+    print(json.dumps(to_dict(apply_overrides(cfg, args.overrides)), indent=2))
+
+
+COMMANDS = {
+    "demo": cmd_demo,
+    "train": cmd_train,
+    "embed": cmd_embed,
+    "sample": cmd_sample,
+    "config": cmd_config,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: exit 0 on success, 2 on a user error (one line, no traceback), 130/143 when interrupted."""
+    from vcdm.training import TrainingInterrupted
+    from vcdm.training import distributed as dist
+
+    args = build_parser().parse_args(argv)
+    try:
+        dist.init()
+        COMMANDS[args.command](args)
+    except VcdmError as e:
+        print(f"vcdm: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as e:
+        cmd = " ".join(["vcdm", *(argv if argv is not None else sys.argv[1:])])
+        print(f"vcdm: {e}. Run the same command again to resume: {cmd}", file=sys.stderr)
+        return 128 + int(e.signum)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Typed run configuration: one frozen dataclass per stage, composed into RunConfig, plus presets.
+
+Every field has a default and a comment. `from_dict` builds a config from JSON (unknown fields and bad
+values give a VcdmError naming the field), `apply_overrides` takes `a.b.c=value` strings (the CLI's --set),
+and `to_dict` gives the JSON form saved as `config.json` in every run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from vcdm.data.augment import AugmentConfig
+from vcdm.data.dataset import DataConfig
+from vcdm.embedders.learned import EncoderConfig
+from vcdm.errors import VcdmError
+from vcdm.networks.prior import PriorConfig
+from vcdm.networks.unet import UNetConfig
+from vcdm.training.loop import TrainConfig
+
+PARAMETERIZATIONS = ("edm", "eps")
+EMBEDDER_KINDS = ("learned", "clip", "precomputed")
+CONDITIONS = ("embedding", "embedding+label", "label", "none")
+SAMPLER_NAMES = ("heun", "euler", "ddim", "ddpm")
+
+
+def _check(ok: bool, name: str, expected: str, got: Any) -> None:
+    if not ok:
+        raise VcdmError(f"{name} must be {expected}, got {got!r}")
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    parameterization: str = (
+        "edm"  # "edm": EDM preconditioning and loss; "eps": classic DDPM epsilon-prediction
+    )
+    sigma_data: float = 0.5  # data std (0.5 for images in [-1, 1], 1 for standardised embeddings)
+    p_mean: float = -1.2  # training noise levels: ln(sigma) ~ N(p_mean, p_std^2) (edm)
+    p_std: float = 1.2
+    sigma_min: float = 0.002  # sampling grid range (edm; eps uses its schedule's range)
+    sigma_max: float = 80.0
+    rho: float = 7.0  # Karras grid warping
+    beta_schedule: str = "linear"  # eps only: "linear" | "cosine"
+    num_timesteps: int = 1000  # eps only: T
+
+    def __post_init__(self):
+        _check(self.parameterization in PARAMETERIZATIONS, "diffusion.parameterization",
+               f"one of {PARAMETERIZATIONS}", self.parameterization)  # fmt: skip
+        _check(self.sigma_data > 0, "diffusion.sigma_data", "positive", self.sigma_data)
+        _check(self.p_std > 0, "diffusion.p_std", "positive", self.p_std)
+        _check(0 < self.sigma_min < self.sigma_max, "diffusion.sigma_min",
+               "positive and below diffusion.sigma_max", self.sigma_min)  # fmt: skip
+        _check(self.beta_schedule in ("linear", "cosine"), "diffusion.beta_schedule", "'linear' or 'cosine'",
+               self.beta_schedule)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EmbedderStage:
+    kind: str = (
+        "learned"  # "learned" (trained here, contrastive), "clip" (local HF CLIP dir), "precomputed" (.npy)
+    )
+    path: str | None = None  # clip: local model directory; precomputed: .npy aligned with the dataset
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # learned embedder's network
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(total_nimg=40_000, lr=2e-3, warmup_nimg=2_000,
+                                                                   batch_size=256, ema_halflife_nimg=5_000))  # fmt: skip
+    aug_copies: int = 0  # extra augmented copies of every image embedded for the prior's training set
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # augmentations used for those copies
+
+    def __post_init__(self):
+        _check(self.kind in EMBEDDER_KINDS, "embedder.kind", f"one of {EMBEDDER_KINDS}", self.kind)
+        _check(self.kind == "learned" or self.path is not None, "embedder.path",
+               f"a path when embedder.kind is {self.kind!r}", self.path)  # fmt: skip
+        _check(self.aug_copies >= 0, "embedder.aug_copies", "an integer >= 0", self.aug_copies)
+
+
+@dataclass(frozen=True)
+class PriorStage:
+    net: PriorConfig = field(default_factory=PriorConfig)  # emb_dim and num_classes are set from the data
+    diffusion: DiffusionConfig = field(
+        default_factory=lambda: DiffusionConfig(
+            sigma_data=1.0, p_mean=-0.4, p_std=1.2, sigma_min=0.002, sigma_max=80.0
+        )  # fmt: skip
+    )
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(total_nimg=400_000, batch_size=512, lr=1e-3,
+                                                                   warmup_nimg=20_000, ema_halflife_nimg=50_000,
+                                                                   precision="fp32"))  # fmt: skip
+    class_conditional: bool = False  # model p(y | label); needs a labelled dataset
+    cond_drop_prob: float = 0.1  # classifier-free dropout of the label (class_conditional only)
+    precond: str = "x0"  # "x0": the network predicts the clean embedding (VCDM); "edm": EDM's mixed skip
+
+    def __post_init__(self):
+        _check(0 <= self.cond_drop_prob < 1, "prior.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+        _check(self.precond in ("x0", "edm"), "prior.precond", "'x0' or 'edm'", self.precond)
+
+
+@dataclass(frozen=True)
+class DecoderStage:
+    net: UNetConfig = field(
+        default_factory=UNetConfig
+    )  # image_size, channels, emb_dim, num_classes set from data
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    condition: str = "embedding"  # "embedding" (two-stage), "embedding+label", "label", "none" (single-stage)
+    cond_drop_prob: float = 0.1  # classifier-free dropout of the whole condition
+
+    def __post_init__(self):
+        _check(self.condition in CONDITIONS, "decoder.condition", f"one of {CONDITIONS}", self.condition)
+        _check(0 <= self.cond_drop_prob < 1, "decoder.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+
+    @property
+    def uses_embedding(self) -> bool:
+        return "embedding" in self.condition
+
+    @property
+    def uses_label(self) -> bool:
+        return "label" in self.condition
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    sampler: str = "heun"  # decoder sampler: "heun" | "euler" | "ddim" | "ddpm"
+    num_steps: int = 18  # decoder steps (heun uses 2 network calls per step but the last)
+    prior_sampler: str = "heun"
+    prior_num_steps: int = 18
+    guidance: float = 1.0  # decoder classifier-free guidance weight (1 = plain conditional)
+    prior_guidance: float = 1.0  # prior classifier-free guidance weight (class-conditional priors)
+    eta: float = 1.0  # ddim's eta (0 = deterministic)
+    s_churn: float = 0.0  # heun's churn
+    batch_size: int = 256  # images per forward pass
+
+    def __post_init__(self):
+        for name in ("sampler", "prior_sampler"):
+            v = getattr(self, name)
+            _check(v in SAMPLER_NAMES, f"sample.{name}", f"one of {SAMPLER_NAMES}", v)
+        _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
+        _check(self.prior_num_steps >= 1, "sample.prior_num_steps", "an integer >= 1", self.prior_num_steps)
+        _check(self.batch_size >= 1, "sample.batch_size", "an integer >= 1", self.batch_size)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    embedder: EmbedderStage = field(default_factory=EmbedderStage)
+    prior: PriorStage = field(default_factory=PriorStage)
+    decoder: DecoderStage = field(default_factory=DecoderStage)  # the two-stage decoder p(x | y[, a])
+    baseline: DecoderStage = field(default_factory=lambda: DecoderStage(condition="none"))  # single-stage
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+# ---- dict <-> dataclass ----
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def _convert(tp: Any, value: Any, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise VcdmError(f"{name} must be a mapping of fields, got {value!r}")
+        return from_dict(tp, value, prefix=name)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise VcdmError(f"{name} must not be null")
+        for a in args:
+            if a is not type(None):
+                return _convert(a, value, name)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise VcdmError(f"{name} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        item = args[0]
+        return tuple(_convert(item, v, f"{name}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise VcdmError(f"{name} must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (
+            isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        ):
+            raise VcdmError(f"{name} must be an integer, got {value!r}")
+        return int(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise VcdmError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise VcdmError(f"{name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], *, prefix: str = "") -> Any:
+    """Build dataclass `cls` from a (possibly partial) dict; missing fields take their defaults."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls) if f.init}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise VcdmError(
+            f"unknown config field '{where}{unknown[0]}'; allowed fields: {', '.join(sorted(known))}"
+        )
+    kwargs = {}
+    for k, v in data.items():
+        name = f"{prefix}.{k}" if prefix else k
+        if is_dataclass(hints[k]) and isinstance(v, dict):
+            base = getattr(cls(), k) if _has_defaults(cls) else None
+            kwargs[k] = from_dict(hints[k], {**(to_dict(base) if base is not None else {}), **v}, prefix=name)
+        else:
+            kwargs[k] = _convert(hints[k], v, name)
+    try:
+        return cls(**kwargs)
+    except VcdmError as e:
+        msg = str(e)
+        if prefix and not msg.startswith(prefix):
+            # nested configs name their own fields; prepend where they sit in the run config
+            head = msg.split(" ", 1)[0]
+            if "." in head:
+                leaf = head.split(".", 1)[1]
+                msg = f"{prefix}.{leaf} {msg.split(' ', 1)[1]}" if " " in msg else msg
+        raise VcdmError(msg) from None
+
+
+def _has_defaults(cls: type) -> bool:
+    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+               for f in fields(cls) if f.init)  # fmt: skip
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """'decoder.train.lr=1e-3' -> (['decoder', 'train', 'lr'], 0.001); values are JSON, else a string."""
+    if "=" not in text:
+        raise VcdmError(f"override {text!r} must look like field.path=value (e.g. decoder.train.lr=1e-3)")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(cfg: Any, overrides: list[str]) -> Any:
+    """Return a copy of `cfg` with `a.b.c=value` overrides applied and re-validated."""
+    d = to_dict(cfg)
+    for text in overrides:
+        path, value = parse_override(text)
+        node, cls = d, type(cfg)
+        for i, part in enumerate(path):
+            names = {f.name for f in fields(cls)}
+            if part not in names:
+                where = ".".join(path[: i + 1])
+                raise VcdmError(f"unknown config field '{where}'; allowed fields: {', '.join(sorted(names))}")
+            if i == len(path) - 1:
+                node[part] = value
+            else:
+                cls = typing.get_type_hints(cls)[part]
+                if not is_dataclass(cls):
+                    raise VcdmError(f"config field '{'.'.join(path[: i + 1])}' has no sub-fields")
+                node = node[part]
+    return from_dict(type(cfg), d)
+
+
+def load_config(path: str | Path, cls: type = RunConfig) -> Any:
+    """Read a JSON config file (a partial one is completed with defaults)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VcdmError(f"{path}: config file not found") from None
+    except json.JSONDecodeError as e:
+        raise VcdmError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if not isinstance(data, dict):
+        raise VcdmError(f"{path}: a config must be a JSON object")
+    try:
+        return from_dict(cls, data)
+    except VcdmError as e:
+        raise VcdmError(f"{path}: {e}") from None
+
+
+# ---- presets ----
+
+
+def _demo() -> RunConfig:
+    """The embedded-MNIST demo, sized for ~12 minutes on 2 CPU cores (see README for measurements)."""
+    return RunConfig()
+
+
+def _tiny() -> RunConfig:
+    """Minuscule nets and budgets for tests and smoke runs (seconds, not quality)."""
+    train = TrainConfig(batch_size=32, total_nimg=256, warmup_nimg=64, checkpoint_every_nimg=128,
+                        ema_halflife_nimg=200, log_every_nimg=128)  # fmt: skip
+    unet = UNetConfig(base_channels=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=())
+    return RunConfig(
+        data=DataConfig(limit=512),
+        embedder=EmbedderStage(encoder=EncoderConfig(channels=(8, 16), feature_dim=32, dim=8), train=train),
+        prior=PriorStage(net=PriorConfig(width=32, depth=1, heads=2), train=replace(train, precision="fp32")),
+        decoder=DecoderStage(net=unet, train=train),
+        baseline=DecoderStage(net=unet, train=train, condition="none"),
+        sample=SampleConfig(num_steps=4, prior_num_steps=4, batch_size=64),
+    )
+
+
+PRESETS = {"mnist": _demo, "tiny": _tiny}
+
+
+def preset(name: str) -> RunConfig:
+    if name not in PRESETS:
+        raise VcdmError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name]()
