@@ -99,6 +99,7 @@ class TrainingInterrupted(Exception):
     def __init__(self, checkpoint: Path, signum: int):
         super().__init__(f"interrupted by signal {signum}; checkpoint written to {checkpoint}")
         self.checkpoint = checkpoint
+        self.signum = signum
 
 
 def mix_seed(*values: int) -> int:
