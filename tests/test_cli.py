@@ -13,7 +13,7 @@ from vcdm.pipeline import Pipeline
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    common = ["--run", str(run), "--preset", "tiny", "--no-progress"]
+    common = [str(run), "--preset", "tiny", "--no-progress"]
     assert main(["train", "embedder", *common]) == 0
     assert main(["embed", *common, "--set", "embedder.aug_copies=1"]) == 0
     for stage in ("prior", "decoder", "baseline"):
@@ -35,7 +35,7 @@ def test_run_directory_layout(run):
 def test_sample_writes_pngs_and_grid_two_stage_and_single_stage(run, tmp_path):
     for stage in ("decoder", "baseline"):
         out = tmp_path / stage
-        assert main(["sample", "--run", str(run), "--stage", stage, "--num", "3", "--seed", "5",
+        assert main(["sample", str(run), "--stage", stage, "--num", "3", "--seed", "5",
                      "--out", str(out), "--no-progress"]) == 0  # fmt: skip
         names = sorted(p.name for p in out.iterdir())
         assert names == ["000005.png", "000006.png", "000007.png", "grid.png"]
@@ -55,17 +55,17 @@ def test_same_seed_same_image_whatever_the_batch(run):
 
 
 def test_finished_stage_and_full_output_dir_need_force(run, tmp_path, capsys):
-    assert main(["train", "decoder", "--run", str(run), "--no-progress"]) == 2
+    assert main(["train", "decoder", str(run), "--no-progress"]) == 2
     assert "already holds a model trained for 256 images" in capsys.readouterr().err
     out = tmp_path / "s"
     out.mkdir()
     (out / "keep.png").write_bytes(b"x")
-    assert main(["sample", "--run", str(run), "--num", "1", "--out", str(out), "--no-progress"]) == 2
+    assert main(["sample", str(run), "--num", "1", "--out", str(out), "--no-progress"]) == 2
     assert "already holds samples; pass --force" in capsys.readouterr().err
     assert (out / "keep.png").read_bytes() == b"x"
 
 
 def test_bad_override_is_a_one_line_error(tmp_path, capsys):
-    assert main(["train", "decoder", "--run", str(tmp_path), "--set", "decoder.net.base_channels=abc"]) == 2
+    assert main(["train", "decoder", str(tmp_path), "--set", "decoder.net.base_channels=abc"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "decoder.net.base_channels must be an integer" in err

@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("stage", choices=STAGES, help="embedder: contrastive image encoder; prior: diffusion model over "
                    "embeddings; decoder: U-Net conditioned on embeddings; baseline: the same U-Net without them")  # fmt: skip
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument(
         "--force", action="store_true", help="delete a finished stage and train it again from scratch"
     )
@@ -66,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Compute embeddings of the dataset (plus embedder.aug_copies augmented copies) "
                        "and their normalisation statistics into RUN/embeddings.safetensors.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--run", required=True, help="run directory")
+    p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument("--force", action="store_true", help="recompute existing embeddings")
     _add_config_args(p)
 
@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write one PNG per sample and grid.png. Each image depends only on its seed "
                        "(seeds SEED..SEED+NUM-1), not on the batch size.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--run", required=True, help="run directory with trained stages")
+    p.add_argument("run", metavar="RUN", help="run directory with trained stages")
     p.add_argument("--stage", default="decoder", choices=("decoder", "baseline"),
                    help="decoder: two-stage (prior then decoder); baseline: the single-stage model (default: decoder)")  # fmt: skip
     p.add_argument("--num", type=int, default=16, help="number of samples (default: 16)")
@@ -96,9 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
 
     p = sub.add_parser("config", help="print the resolved config of a preset or run as JSON")
-    p.add_argument(
-        "--run", help="run directory (prints its config.json with overrides applied, without saving)"
-    )
+    p.add_argument("run", metavar="RUN", nargs="?", help="run directory (prints its config.json with overrides "
+                   "applied, without saving)")  # fmt: skip
     _add_config_args(p)
     return ap
 
@@ -169,8 +168,10 @@ def cmd_sample(args: argparse.Namespace) -> None:
     from dataclasses import replace
 
     from vcdm.data import save_grid, save_images
+    from vcdm.data.images import load_pngs
     from vcdm.pipeline import Pipeline
     from vcdm.runs import guard_output
+    from vcdm.training import distributed as dist
 
     cfg = _config(args, args.run)
     s = cfg.sample
@@ -180,14 +181,20 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if args.num < 1:
         raise VcdmError(f"--num must be >= 1, got {args.num}")
     out = Path(args.out) if args.out else Path(args.run) / "samples" / f"{args.stage}-seed{args.seed}"
-    guard_output(out, args.force, "samples")
-    pipe = Pipeline.from_run(args.run, args.stage)
+    if dist.rank() == 0:
+        guard_output(out, args.force, "samples")
+    dist.barrier()
+    pipe = Pipeline.from_run(args.run, args.stage, device=dist.device())
+    # Under torchrun each process draws every world_size-th seed; an image depends only on its seed.
+    seeds = list(range(args.seed, args.seed + args.num))
+    mine = seeds[dist.rank() :: dist.world_size()]
     t0 = time.perf_counter()
-    res = pipe(range(args.seed, args.seed + args.num), s, labels=args.label, progress=not args.no_progress)
-    seconds = time.perf_counter() - t0
+    res = pipe(mine, s, labels=args.label, progress=not args.no_progress)
     save_images(res.images, out, [f"{seed:06d}.png" for seed in res.seeds])
-    save_grid(res.images, out / "grid.png")
-    print(f"wrote {args.num} samples and grid.png to {out} in {seconds:.1f} s")
+    dist.barrier()
+    if dist.rank() == 0:
+        save_grid(load_pngs([out / f"{seed:06d}.png" for seed in seeds]), out / "grid.png")
+        print(f"wrote {args.num} samples and grid.png to {out} in {time.perf_counter() - t0:.1f} s")
 
 
 def cmd_config(args: argparse.Namespace) -> None:

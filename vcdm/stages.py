@@ -27,6 +27,7 @@ from vcdm.fileio import atomic_write_bytes
 from vcdm.guidance import drop_condition
 from vcdm.networks import PriorConfig, PriorTransformer, UNet, UNetConfig
 from vcdm.training import TrainResult, train
+from vcdm.training import distributed as dist
 from vcdm.training.checkpoint import load_export, load_state_dict_checked, save_export
 from vcdm.training.loop import mix_seed
 
@@ -83,6 +84,13 @@ def load_model(stage_dir: str | Path, expect_kind: str | None = None) -> tuple[n
     return model.eval().requires_grad_(False), meta
 
 
+def _export(out: Path, res: TrainResult, meta: dict[str, Any]) -> None:
+    """Export the EMA weights once (rank 0), then let every process continue."""
+    if dist.rank() == 0:
+        save_export(out, res.ema, meta | {"nimg": res.nimg, "seconds": res.seconds})
+    dist.barrier()
+
+
 # ---- tasks (what the shared loop optimises) ----
 
 
@@ -134,7 +142,7 @@ def train_embedder(
     model = ConvEncoder(enc_cfg)
     res = train(model, ContrastiveTask(enc_cfg.augment), {"image": data.images}, cfg.embedder.train, out,
                 meta=meta, progress=progress, desc="embedder")  # fmt: skip
-    save_export(out, res.ema, meta | {"nimg": res.nimg, "seconds": res.seconds})
+    _export(out, res, meta)
     return res
 
 
@@ -191,7 +199,7 @@ def compute_embeddings(
 def load_embeddings(run_dir: str | Path) -> EmbeddingSet:
     path = Path(run_dir) / "embeddings.safetensors"
     if not path.is_file():
-        raise VcdmError(f"{path}: missing; run `vcdm embed --run {run_dir}` first")
+        raise VcdmError(f"{path}: missing; run `vcdm embed {run_dir}` first")
     from safetensors import safe_open
 
     t = load_file(path)
@@ -228,7 +236,7 @@ def train_prior(
                          weighting="uniform" if st.precond == "x0" else "edm")  # fmt: skip
     out = Path(run_dir) / "prior"
     res = train(model, task, tensors, st.train, out, meta=meta, progress=progress, desc="prior")
-    save_export(out, res.ema, meta | {"nimg": res.nimg, "seconds": res.seconds})
+    _export(out, res, meta)
     return res
 
 
@@ -258,5 +266,5 @@ def train_decoder(
                          cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
     out = Path(run_dir) / stage
     res = train(model, task, tensors, st.train, out, meta=meta, progress=progress, desc=stage)
-    save_export(out, res.ema, meta | {"nimg": res.nimg, "seconds": res.seconds})
+    _export(out, res, meta)
     return res

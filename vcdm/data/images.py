@@ -197,3 +197,13 @@ def save_images(images: torch.Tensor, directory: str | os.PathLike, names: list[
     for image, path in zip(to_uint8(images), paths):
         save_png(image, path)
     return paths
+
+
+def load_pngs(paths: list[Path]) -> torch.Tensor:
+    """Read image files written by `save_images` back as float32 [-1, 1] (N, C, H, W)."""
+    arrays = []
+    for p in paths:
+        with Image.open(p) as img:
+            a = np.asarray(to_l_or_rgb(img))
+        arrays.append(a[None] if a.ndim == 2 else a.transpose(2, 0, 1))
+    return torch.from_numpy(np.stack(arrays)).float() / 127.5 - 1
