@@ -292,8 +292,43 @@ def load_config(path: str | Path, cls: type = RunConfig) -> Any:
 
 
 def _demo() -> RunConfig:
-    """The embedded-MNIST demo, sized for ~12 minutes on 2 CPU cores (see README for measurements)."""
-    return RunConfig()
+    """The embedded-MNIST demo, sized for ~12 minutes on 2 CPU cores (see README for measurements).
+
+    Small nets see more images per minute, and on a CPU that decides quality; the two decoders share the
+    same U-Net and the same image budget so that the comparison is fair.
+    """
+    unet = UNetConfig(base_channels=16, channel_mults=(1, 2, 4), num_res_blocks=1, attn_resolutions=())
+    # batch 64 rather than 128: on a short budget more optimiser steps per image learn faster (measured:
+    # loss 0.38 vs 0.77 after 10k images). fp32: bf16 autocast trains this small U-Net 3x slower on this CPU.
+    dec_train = TrainConfig(batch_size=64, total_nimg=48_000, lr=2e-3, warmup_nimg=3_000, ema_halflife_nimg=10_000,
+                            ema_rampup=0.1, precision="fp32", checkpoint_every_nimg=8_000)  # fmt: skip
+    return RunConfig(
+        embedder=EmbedderStage(
+            train=TrainConfig(
+                total_nimg=30_000,
+                batch_size=256,
+                lr=2e-3,
+                warmup_nimg=2_000,
+                ema_halflife_nimg=5_000,
+                precision="fp32",
+            )
+        ),  # fmt: skip
+        prior=PriorStage(
+            net=PriorConfig(width=128, depth=3, heads=4),
+            train=TrainConfig(
+                total_nimg=150_000,
+                batch_size=512,
+                lr=1e-3,
+                warmup_nimg=10_000,
+                ema_halflife_nimg=20_000,
+                ema_rampup=0.1,
+                precision="fp32",
+                checkpoint_every_nimg=50_000,
+            ),
+        ),  # fmt: skip
+        decoder=DecoderStage(net=unet, train=dec_train),
+        baseline=DecoderStage(net=unet, train=dec_train, condition="none"),
+    )
 
 
 def _tiny() -> RunConfig:
