@@ -1,3 +1,10 @@
+import os
+
+# Idle OpenMP threads sleep instead of spinning: with the default (spin) policy, 2 torch threads run ~5x
+# slower whenever another process holds a core (measured on the 2-core machines), and the tests start
+# subprocesses (torchrun). Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import pytest
 import torch
 

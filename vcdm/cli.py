@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -218,6 +219,9 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: exit 0 on success, 2 on a user error (one line, no traceback), 130/143 when interrupted."""
+    # Idle OpenMP threads sleep rather than spin (set before torch loads): on a shared 2-core machine the
+    # default spinning makes 2 threads ~5x slower whenever another process holds a core.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from vcdm.training import TrainingInterrupted
     from vcdm.training import distributed as dist
 

@@ -184,11 +184,14 @@ class Pipeline:
         labels_t = self._labels(labels, len(seeds))
         images, embs = [], []
         chunks = range(0, len(seeds), cfg.batch_size)
+        device_type = torch.device(self.device).type
+        autocast = torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
         for i in tqdm(chunks, desc="sampling", disable=not progress):
             s = seeds[i : i + cfg.batch_size]
             lab = labels_t[i : i + cfg.batch_size] if labels_t is not None else None
             emb = self.sample_embeddings(s, lab, cfg) if self.uses_embedding else None
-            images.append(self.sample_images(s, emb, lab, cfg).float().clamp(-1, 1).cpu())
+            with autocast:  # the decoder only: the prior is cheap and its output feeds everything downstream
+                images.append(self.sample_images(s, emb, lab, cfg).float().clamp(-1, 1).cpu())
             if emb is not None:
                 embs.append(self.stats.denormalize(emb.float().cpu()))
         return PipelineOutput(torch.cat(images), torch.cat(embs) if embs else None, seeds,

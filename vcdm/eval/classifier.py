@@ -19,11 +19,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor, nn
 
 import vcdm
 from vcdm.errors import VcdmError
+from vcdm.fileio import atomic_write_bytes
 
 FILE_FORMAT = "vcdm-classifier"
 NOISE_EMB_DIM = 128  # width of the noise-level embedding (noise-conditioned classifiers only)
@@ -334,14 +335,14 @@ def model_hash(model: Classifier) -> str:
 
 
 def save_classifier(model: Classifier, path: str | Path) -> None:
-    """Write weights + config (in the safetensors metadata) to one file."""
+    """Write weights + config (in the safetensors metadata) to one file, atomically."""
     metadata = {
         "format": FILE_FORMAT,
         "config": json.dumps(dataclasses.asdict(model.cfg)),
         "vcdm_version": vcdm.__version__,
     }
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(tensors, str(path), metadata=metadata)
+    atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> Classifier:

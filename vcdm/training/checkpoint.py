@@ -148,7 +148,9 @@ def save_export(out_dir: str | Path, module: nn.Module, meta: dict[str, Any], *,
     return out_dir / f"{name}.safetensors"
 
 
-def load_export(out_dir: str | Path, *, name: str = "model") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_export(
+    out_dir: str | Path, *, name: str = "model"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read an export: (state_dict, meta). Errors name the missing or broken file."""
     out_dir = Path(out_dir)
     weights, config = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"

@@ -47,7 +47,9 @@ class TrainConfig:
     warmup_nimg: int = 10_000  # linear learning-rate warm-up, in images
     grad_clip: float | None = 1.0  # clip the global gradient norm (None = off)
     ema_halflife_nimg: float = 10_000  # EMA half-life in images (EDM)
-    ema_rampup: float | None = 0.05  # half-life = min(ema_halflife_nimg, ema_rampup * images seen); None = off
+    ema_rampup: float | None = (
+        0.05  # half-life = min(ema_halflife_nimg, ema_rampup * images seen); None = off
+    )
     precision: str = "bf16"  # "fp32" | "bf16" (autocast, CPU or CUDA) | "fp16" (autocast, CUDA only)
     checkpoint_every_nimg: int = 25_000  # write a resumable training state this often (and at the end)
     keep_checkpoints: int = 2  # keep the newest N training states
@@ -62,7 +64,9 @@ class TrainConfig:
         _check(self.total_nimg >= 1, "train.total_nimg", "an integer >= 1", self.total_nimg)
         _check(self.lr > 0, "train.lr", "a positive number", self.lr)
         _check(self.warmup_nimg >= 0, "train.warmup_nimg", "an integer >= 0", self.warmup_nimg)
-        _check(self.ema_halflife_nimg > 0, "train.ema_halflife_nimg", "a positive number", self.ema_halflife_nimg)
+        _check(
+            self.ema_halflife_nimg > 0, "train.ema_halflife_nimg", "a positive number", self.ema_halflife_nimg
+        )
         _check(self.precision in PRECISIONS, "train.precision", f"one of {PRECISIONS}", self.precision)
         _check(self.keep_checkpoints >= 1, "train.keep_checkpoints", "an integer >= 1", self.keep_checkpoints)
         _check(self.checkpoint_every_nimg >= 1, "train.checkpoint_every_nimg", "an integer >= 1",
