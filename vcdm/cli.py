@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vcdm.errors import VcdmError
 
-STAGES = ("embedder", "prior", "decoder", "baseline")
+STAGES = ("embedder", "prior", "decoder", "baseline", "classifier")
 
 EPILOG = """config: every run directory holds config.json (the resolved RunConfig). Change any field with
 --set field.path=value (repeatable; values are JSON, e.g. --set decoder.train.total_nimg=200000
@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "exists). The prior and the two-stage decoder need `vcdm embed` first.", epilog=EPILOG,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("stage", choices=STAGES, help="embedder: contrastive image encoder; prior: diffusion model over "
-                   "embeddings; decoder: U-Net conditioned on embeddings; baseline: the same U-Net without them")  # fmt: skip
+                   "embeddings; decoder: U-Net conditioned on embeddings; baseline: the same U-Net without them; "
+                   "classifier: the evaluation classifier (FID features, class histograms; needs labels)")  # fmt: skip
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument(
         "--force", action="store_true", help="delete a finished stage and train it again from scratch"
@@ -96,6 +97,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite an output directory that holds files")
     _add_config_args(p)
 
+    p = sub.add_parser("fid", help="FID (and precision/recall) between two image sets",
+                       description="Each side is a run directory (sampled: --num images, seeds SEED..), an image "
+                       "folder, an .npz of images, an .npz of statistics written by --save-stats, or mnist[:split] "
+                       "(the embedded dataset). Figures are comparable only at equal sample counts.")  # fmt: skip
+    p.add_argument("generated", help="the set being scored")
+    p.add_argument("reference", help="the reference set")
+    p.add_argument("--features", choices=("classifier", "inception"), default="classifier",
+                   help="feature extractor: classifier (default: the evaluation classifier of the embedded MNIST, "
+                   "trained once and cached, or --classifier FILE) or inception (the FID Inception-v3, weights "
+                   "from --inception FILE: pt_inception-2015-12-05-*.pth or inception-2015-12-05.pt)")  # fmt: skip
+    p.add_argument("--classifier", metavar="FILE", help="a classifier written by `vcdm train classifier`")
+    p.add_argument("--inception", metavar="FILE", help="local Inception-v3 weights (never downloaded)")
+    p.add_argument("--num", type=int, help="images to use from each side (all if omitted; required for runs)")
+    p.add_argument("--seed", type=int, default=0, help="first seed when sampling from a run (default: 0)")
+    p.add_argument("--stage", default="decoder", choices=("decoder", "baseline"), help="which model of a run")
+    p.add_argument("--save-stats", metavar="FILE", help="also save the reference side's statistics (.npz)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
     p = sub.add_parser("config", help="print the resolved config of a preset or run as JSON")
     p.add_argument("run", metavar="RUN", nargs="?", help="run directory (prints its config.json with overrides "
                    "applied, without saving)")  # fmt: skip
@@ -129,16 +148,30 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vcdm.stages import train_decoder, train_embedder, train_prior
 
     cfg = _config(args, args.run)
-    stage_cfg = getattr(cfg, args.stage)
+    total = (
+        cfg.eval.classifier_train.total_nimg
+        if args.stage == "classifier"
+        else getattr(cfg, args.stage).train.total_nimg
+    )
     stage_dir = Path(args.run) / args.stage
-    if stage_done(stage_dir, stage_cfg.train.total_nimg):
+    if stage_done(stage_dir, total):
         if not args.force:
-            raise VcdmError(f"{stage_dir} already holds a model trained for {stage_cfg.train.total_nimg} images; "
+            raise VcdmError(f"{stage_dir} already holds a model trained for {total} images; "
                             "pass --force to train it again from scratch, or raise the budget with "
                             f"--set {args.stage}.train.total_nimg=N to continue")  # fmt: skip
         shutil.rmtree(stage_dir)
     data = load_dataset(cfg.data)
     progress = not args.no_progress
+    if args.stage == "classifier":
+        from vcdm.eval.classifier import accuracy, save_classifier
+        from vcdm.evaluate import train_classifier
+
+        model = train_classifier(data, cfg.eval, stage_dir, progress=progress)
+        save_classifier(model, stage_dir / "classifier.safetensors")
+        _write_done(stage_dir, cfg.eval.classifier_train.total_nimg)
+        acc = accuracy(model, data.as_float(), data.labels)
+        print(f"classifier: training accuracy {acc:.4f}; saved {stage_dir / 'classifier.safetensors'}")
+        return
     if args.stage == "embedder":
         if cfg.embedder.kind != "learned":
             raise VcdmError(f"embedder.kind is {cfg.embedder.kind!r}: only the 'learned' embedder is trained")
@@ -149,6 +182,43 @@ def cmd_train(args: argparse.Namespace) -> None:
         res = train_decoder(args.run, cfg, data, stage=args.stage, progress=progress)
     print(f"{args.stage}: {res.nimg} images in {res.seconds:.0f} s ({res.images_per_second:.0f} img/s); "
           f"exported to {stage_dir}")  # fmt: skip
+
+
+def _write_done(stage_dir: Path, nimg: int) -> None:
+    from vcdm.fileio import atomic_write_text
+
+    atomic_write_text(stage_dir / "model.json", json.dumps({"kind": "classifier", "nimg": nimg}) + "\n")
+
+
+def cmd_fid(args: argparse.Namespace) -> None:
+    from vcdm.eval.fid import feature_stats, save_stats
+    from vcdm.evaluate import compare, get_classifier, load_feature_set
+
+    if args.features == "inception":
+        from vcdm.eval.features import load_extractor
+
+        extractor = load_extractor("inception", args.inception)
+    elif args.classifier:
+        from vcdm.eval.classifier import ClassifierExtractor
+
+        extractor = ClassifierExtractor.from_file(args.classifier)
+    else:
+        from vcdm.config import preset
+        from vcdm.data import load_mnist
+
+        extractor, _ = get_classifier(
+            load_mnist("train"), preset("mnist").eval, progress=not args.no_progress
+        )
+    a = load_feature_set(args.generated, extractor, num=args.num, seed=args.seed, stage=args.stage)
+    b = load_feature_set(args.reference, extractor, num=args.num, seed=args.seed, stage=args.stage)
+    if args.save_stats:
+        if b.features is None:
+            raise VcdmError("--save-stats needs a reference given as images, not as a statistics file")
+        mu, sigma = feature_stats(b.features)
+        save_stats(args.save_stats, mu, sigma, num_images=b.num, extractor=extractor.name)
+    r = compare(a, b)
+    extra = f", precision {r['precision']:.4f}, recall {r['recall']:.4f}" if "precision" in r else ""
+    print(f"FID {r['fid']:.4f}{extra} ({a.num} vs {b.num} images; features: {extractor.name})")
 
 
 def cmd_embed(args: argparse.Namespace) -> None:
@@ -213,6 +283,7 @@ COMMANDS = {
     "train": cmd_train,
     "embed": cmd_embed,
     "sample": cmd_sample,
+    "fid": cmd_fid,
     "config": cmd_config,
 }
 
