@@ -1,7 +1,19 @@
-"""Embedders: images (and text) -> semantic vectors y. (Temporary stub by the lead; the embedders helper replaces it.)"""
+"""Embedders map images (and optionally text) to the semantic vectors y of the two-stage model."""
 
 from vcdm.embedders.base import Embedder, EmbeddingStats, embed_images, knn_accuracy
+from vcdm.embedders.clip import ClipEmbedder
 from vcdm.embedders.learned import ContrastiveTask, ConvEncoder, EncoderConfig, LearnedEmbedder
+from vcdm.embedders.precomputed import PrecomputedEmbedder
 
-__all__ = ["ContrastiveTask", "ConvEncoder", "Embedder", "EmbeddingStats", "EncoderConfig", "LearnedEmbedder",
-           "embed_images", "knn_accuracy"]
+__all__ = [
+    "ClipEmbedder",
+    "ContrastiveTask",
+    "ConvEncoder",
+    "Embedder",
+    "EmbeddingStats",
+    "EncoderConfig",
+    "LearnedEmbedder",
+    "PrecomputedEmbedder",
+    "embed_images",
+    "knn_accuracy",
+]
