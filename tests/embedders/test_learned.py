@@ -53,6 +53,8 @@ def test_config_json_round_trip_rebuilds_the_same_model():
         ("channels", ()),
         ("channels", (12,)),
         ("temperature_init", 0.0),
+        ("temperature_init", 0.2),  # below the default min_temperature
+        ("min_temperature", 0.001),
         ("augment", "strong"),
     ],
 )
@@ -62,11 +64,15 @@ def test_invalid_config_names_the_field(field, value):
 
 
 def test_logit_scale_is_clamped_as_in_clip():
-    model = ConvEncoder(TINY)
-    assert model.logit_scale().item() == pytest.approx(1 / TINY.temperature_init)
+    cfg = dataclasses.replace(TINY, temperature_init=0.2, min_temperature=0.05)
+    model = ConvEncoder(cfg)
+    assert model.logit_scale().item() == pytest.approx(1 / 0.2)
     with torch.no_grad():
         model.log_inv_temperature.fill_(10.0)
-    assert model.logit_scale().item() == pytest.approx(100.0)
+    assert model.logit_scale().item() == pytest.approx(1 / 0.05)
+    with torch.no_grad():
+        model.log_inv_temperature.fill_(-10.0)
+    assert model.logit_scale().item() == pytest.approx(1.0)
 
 
 class OneHotModel(nn.Module):

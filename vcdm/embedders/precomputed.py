@@ -35,9 +35,11 @@ class PrecomputedEmbedder:
             array = np.load(path, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise VcdmError(f"{path}: cannot read embeddings, expected a NumPy .npy file ({e})") from e
-        if not isinstance(array, np.ndarray) or array.ndim != 2:
-            shape = getattr(array, "shape", None)
-            raise VcdmError(f"{path}: expected a 2-D array of embeddings (N, dim), got shape {shape}")
+        if not isinstance(array, np.ndarray):  # an .npz archive
+            array.close()
+            raise VcdmError(f"{path}: expected a .npy file holding one 2-D array (N, dim), got an archive")
+        if array.ndim != 2:
+            raise VcdmError(f"{path}: expected a 2-D array of embeddings (N, dim), got shape {array.shape}")
         if not np.issubdtype(array.dtype, np.floating):
             raise VcdmError(f"{path}: expected floating-point embeddings, got dtype {array.dtype}")
         if not np.isfinite(array).all():
