@@ -65,9 +65,15 @@ CASES = {
     "empty folder": (lambda r: _folder(r, "empty"), r"vcdm: error: .*data.*no images.*"),
     "mixed sizes": (lambda r: _folder(r, "sizes"), r"vcdm: error: .*1\.png.*9x8.*image_size.*"),
     "mixed modes": (lambda r: _folder(r, "modes"), r"vcdm: error: .*1\.png.*channels.*"),
-    "one-image class": (lambda r: _folder(r, "one"), r"vcdm: error: .*data/b: class folder has 1 image\(s\), expected at least 2.*"),
+    "one-image class": (
+        lambda r: _folder(r, "one"),
+        r"vcdm: error: .*data/b: class folder has 1 image\(s\), expected at least 2.*",
+    ),
     "npz wrong keys": (lambda r: _npz(r, "keys"), r"vcdm: error: .*data\.npz.*'images'.*pictures.*"),
-    "npz wrong dtype": (lambda r: _npz(r, "dtype"), r"vcdm: error: .*data\.npz: .images. has dtype float32, expected uint8.*"),
+    "npz wrong dtype": (
+        lambda r: _npz(r, "dtype"),
+        r"vcdm: error: .*data\.npz: .images. has dtype float32, expected uint8.*",
+    ),
     "npz label length": (lambda r: _npz(r, "labels"), r"vcdm: error: .*data\.npz.*labels.*"),
 }
 
@@ -86,7 +92,10 @@ def test_bad_data_is_a_one_line_error(case, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("decoder.net.channel_mults=[1,2,2,2,2,2]", "vcdm: error: decoder.net.image_size: expected a multiple of 32"),
+        (
+            "decoder.net.channel_mults=[1,2,2,2,2,2]",
+            "vcdm: error: decoder.net.image_size: expected a multiple of 32",
+        ),
         ("decoder.train.lr=-1", "vcdm: error: decoder.train.lr must be a positive number, got -1.0"),
         (
             "decoder.condtion=none",
