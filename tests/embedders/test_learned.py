@@ -53,7 +53,7 @@ def test_config_json_round_trip_rebuilds_the_same_model():
         ("channels", ()),
         ("channels", (12,)),
         ("temperature_init", 0.0),
-        ("temperature_init", 0.2),  # below the default min_temperature
+        ("temperature_init", 0.05),  # below the default min_temperature
         ("min_temperature", 0.001),
         ("augment", "strong"),
     ],

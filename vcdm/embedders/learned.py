@@ -30,10 +30,11 @@ class EncoderConfig:
     channels: tuple[int, ...] = (16, 32, 64)  # conv stage widths; each stage downsamples by 2
     feature_dim: int = 256  # width of the pooled backbone features and the head's hidden layer
     dim: int = 32  # output embedding size: the y that the prior models and the decoder is conditioned on
-    temperature_init: float = 0.5  # initial InfoNCE temperature (learned afterwards), in [min_temperature, 1]
-    # Lower clamp of the learned temperature, in [0.01, 1]. CLIP's 0.01 lets it fall until the embedding
-    # separates single images; a floor keeps images of one class together (MNIST k-NN: 0.92 -> 0.94).
-    min_temperature: float = 0.3
+    temperature_init: float = 0.2  # initial InfoNCE temperature (learned afterwards), in [min_temperature, 1]
+    # Lower clamp of the learned temperature, in [0.01, 1] (CLIP: 0.01). Short runs need a low temperature
+    # to learn fast; long ones cluster classes better with a floor (MNIST k-NN after 77k images: 0.92 at
+    # 0.01, 0.94 at 0.3; after 40k images 0.3 gives 0.83 where 0.2 -> 0.15 learned gives 0.90).
+    min_temperature: float = 0.1
     augment: AugmentConfig = _DEFAULT_AUGMENT  # views for the contrastive loss
 
     def __post_init__(self) -> None:
