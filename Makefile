@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format bench clean
+.PHONY: demo test test-slow lint format figures clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -18,20 +18,23 @@ demo: $(STAMP)
 	$(BIN)/vcdm demo
 
 test: $(STAMP)
-	$(BIN)/ruff check vcdm tests bench
-	$(BIN)/ruff format --check vcdm tests bench
+	$(BIN)/ruff check vcdm tests bench scripts
+	$(BIN)/ruff format --check vcdm tests bench scripts
 	$(BIN)/pytest -q
 
 test-slow: $(STAMP)
 	$(BIN)/pytest -q -m slow
 
 lint: $(STAMP)
-	$(BIN)/ruff check vcdm tests bench
-	$(BIN)/ruff format --check vcdm tests bench
+	$(BIN)/ruff check vcdm tests bench scripts
+	$(BIN)/ruff format --check vcdm tests bench scripts
 
 format: $(STAMP)
-	$(BIN)/ruff check --fix vcdm tests bench
-	$(BIN)/ruff format vcdm tests bench
+	$(BIN)/ruff check --fix vcdm tests bench scripts
+	$(BIN)/ruff format vcdm tests bench scripts
+
+figures: $(STAMP)
+	$(BIN)/python scripts/figures.py --run runs/demo --out docs/figures
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

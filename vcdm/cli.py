@@ -119,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", nargs="?", help="run directory (prints its config.json with overrides "
                    "applied, without saving)")  # fmt: skip
     _add_config_args(p)
+
+    from vcdm import cli_edit
+
+    cli_edit.add_parser(sub)
     return ap
 
 
@@ -284,8 +288,15 @@ COMMANDS = {
     "embed": cmd_embed,
     "sample": cmd_sample,
     "fid": cmd_fid,
+    "edit": lambda args: _edit(args),
     "config": cmd_config,
 }
+
+
+def _edit(args: argparse.Namespace) -> None:
+    from vcdm import cli_edit
+
+    cli_edit.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -138,6 +138,22 @@ def test_contract_callback_and_cond_passthrough(name):
     assert all(set(s) == {"i", "x", "sigma", "denoised"} for s in seen)
 
 
+@pytest.mark.parametrize("name", list(SAMPLERS))
+def test_contract_correct_hook_replaces_x_after_every_step(name, gaussian_denoiser):
+    sigmas = karras_sigmas(4, 0.1, 5.0)
+    seen = []
+
+    def correct(x, i, sigma_next):
+        seen.append((i, float(sigma_next)))
+        return torch.full_like(x, 0.25)
+
+    x = SAMPLERS[name](
+        gaussian_denoiser, torch.randn(2, 3), sigmas, generator=torch.Generator(), correct=correct
+    )
+    assert seen == [(i, float(sigmas[i + 1])) for i in range(4)]
+    assert torch.equal(x, torch.full_like(x, 0.25))  # the last correction is the output
+
+
 @pytest.mark.parametrize(
     "bad", [torch.tensor([1.0, 0.5]), torch.tensor([1.0, 2.0, 0.0]), torch.tensor([1.0])]
 )

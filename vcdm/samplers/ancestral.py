@@ -7,8 +7,10 @@ from torch import Tensor
 
 from vcdm.samplers.common import (
     Callback,
+    Correct,
     Denoiser,
     Generator,
+    apply_correct,
     batch_sigma,
     check_sigmas,
     notify,
@@ -39,12 +41,14 @@ def ddim(
     *,
     generator: Generator = None,
     callback: Callback | None = None,
+    correct: Correct | None = None,
     eta: float = 0.0,
 ) -> Tensor:
     """DDIM (Song et al. 2021): x' = x0_hat + sigma_down eps_hat + sigma_up n.
 
     eta = 0 is deterministic and equals Euler on the same grid; eta = 1 is DDPM ancestral sampling.
-    Fresh noise comes from `generator` (one, or one per sample).
+    Fresh noise comes from `generator` (one, or one per sample). `correct(x, i, sigma_next)`, if given,
+    replaces the sample after each step (e.g. ILVR, vcdm.editing).
     """
     sigmas = check_sigmas(sigmas).to(noise.device)
     x = noise.float() * sigmas[0]
@@ -55,6 +59,7 @@ def ddim(
         x = denoised + sigma_down * to_d(x, sigmas[i], denoised)
         if sigma_up > 0:
             x = x + sigma_up * randn_like(x, generator)
+        x = apply_correct(correct, x, i, sigmas[i + 1])
     return x
 
 
@@ -67,6 +72,9 @@ def ddpm(
     *,
     generator: Generator = None,
     callback: Callback | None = None,
+    correct: Correct | None = None,
 ) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Algorithm 2) on any grid: DDIM with eta = 1."""
-    return ddim(denoiser, noise, sigmas, cond, generator=generator, callback=callback, eta=1.0)
+    return ddim(
+        denoiser, noise, sigmas, cond, generator=generator, callback=callback, correct=correct, eta=1.0
+    )

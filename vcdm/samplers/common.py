@@ -12,6 +12,8 @@ from vcdm.errors import VcdmError
 
 Denoiser = Callable[[Tensor, Tensor, "dict[str, Tensor] | None"], Tensor]
 Callback = Callable[[dict[str, Any]], None]
+# correct(x, i, sigma_next) -> x: applied to the sample after step i lands on sigma_next (e.g. ILVR).
+Correct = Callable[[Tensor, int, Tensor], Tensor]
 Generator = torch.Generator | Sequence[torch.Generator] | None
 
 
@@ -61,3 +63,8 @@ def to_d(x: Tensor, sigma: Tensor, denoised: Tensor) -> Tensor:
 def notify(callback: Callback | None, i: int, x: Tensor, sigma: Tensor, denoised: Tensor) -> None:
     if callback is not None:
         callback({"i": i, "x": x, "sigma": float(sigma), "denoised": denoised})
+
+
+def apply_correct(correct: Correct | None, x: Tensor, i: int, sigma_next: Tensor) -> Tensor:
+    """The sample after step i, passed through an optional correction (e.g. ILVR) at level sigma_next."""
+    return x if correct is None else correct(x, i, sigma_next)

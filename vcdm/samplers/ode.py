@@ -9,8 +9,10 @@ from torch import Tensor
 
 from vcdm.samplers.common import (
     Callback,
+    Correct,
     Denoiser,
     Generator,
+    apply_correct,
     batch_sigma,
     check_sigmas,
     notify,
@@ -28,6 +30,7 @@ def euler(
     *,
     generator: Generator = None,
     callback: Callback | None = None,
+    correct: Correct | None = None,
 ) -> Tensor:
     """First-order Euler integration of the probability-flow ODE; identical to DDIM with eta = 0.
 
@@ -36,6 +39,7 @@ def euler(
         noise: unit Gaussian (B, ...); scaled here by sigmas[0].
         sigmas: decreasing grid ending in 0 (e.g. `karras_sigmas`).
         generator: unused (deterministic), accepted for the shared signature.
+        correct: optional correct(x, i, sigma_next) -> x applied after each step (e.g. ILVR).
     Returns:
         the sample at sigma = 0, float32 (B, ...).
     """
@@ -45,6 +49,7 @@ def euler(
         denoised = denoiser(x, batch_sigma(sigmas[i], x), cond)
         notify(callback, i, x, sigmas[i], denoised)
         x = x + (sigmas[i + 1] - sigmas[i]) * to_d(x, sigmas[i], denoised)
+        x = apply_correct(correct, x, i, sigmas[i + 1])
     return x
 
 
@@ -57,6 +62,7 @@ def heun(
     *,
     generator: Generator = None,
     callback: Callback | None = None,
+    correct: Correct | None = None,
     s_churn: float = 0.0,
     s_min: float = 0.0,
     s_max: float = float("inf"),
@@ -67,7 +73,8 @@ def heun(
     With s_churn = 0 it is the deterministic Heun solver. Otherwise, for sigma_i in [s_min, s_max], the
     level is first raised to sigma_hat = sigma_i (1 + gamma), gamma = min(s_churn / N, sqrt(2) - 1), by
     adding fresh noise of std s_noise * sqrt(sigma_hat^2 - sigma_i^2) (drawn from `generator`).
-    The last step (to sigma = 0) is a plain Euler step.
+    The last step (to sigma = 0) is a plain Euler step. `correct(x, i, sigma_next)`, if given, replaces the
+    sample after each step (e.g. ILVR, vcdm.editing).
     """
     sigmas = check_sigmas(sigmas).to(noise.device)
     n = len(sigmas) - 1
@@ -85,5 +92,5 @@ def heun(
         if sigmas[i + 1] > 0:
             d_next = to_d(x_next, sigmas[i + 1], denoiser(x_next, batch_sigma(sigmas[i + 1], x), cond))
             x_next = x + (sigmas[i + 1] - sigma_hat) * (d + d_next) / 2
-        x = x_next
+        x = apply_correct(correct, x_next, i, sigmas[i + 1])
     return x
