@@ -71,3 +71,20 @@ def test_bad_override_is_a_one_line_error(tmp_path, capsys):
     assert main(["train", "decoder", str(tmp_path), "--set", "decoder.net.base_channels=abc"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "decoder.net.base_channels must be an integer" in err
+
+
+def test_guided_sampling_through_the_cli(run, tmp_path):
+    common = [str(run), "--preset", "tiny", "--no-progress"]
+    assert main(["train", "noisy-classifier", *common]) == 0
+    out = tmp_path / "guided"
+    assert main(["sample", str(run), "--stage", "baseline", "--num", "2", "--label", "3", "--classifier-scale", "2",
+                 "--threshold", "dynamic", "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "grid.png"]
+
+
+def test_bench_quality_is_wired(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["bench", "quality", "--help"])
+    assert "two-stage" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vcdm.errors import VcdmError
 
-STAGES = ("embedder", "prior", "decoder", "baseline", "classifier")
+STAGES = ("embedder", "prior", "decoder", "baseline", "classifier", "noisy-classifier")
 
 EPILOG = """config: every run directory holds config.json (the resolved RunConfig). Change any field with
 --set field.path=value (repeatable; values are JSON, e.g. --set decoder.train.total_nimg=200000
@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("stage", choices=STAGES, help="embedder: contrastive image encoder; prior: diffusion model over "
                    "embeddings; decoder: U-Net conditioned on embeddings; baseline: the same U-Net without them; "
-                   "classifier: the evaluation classifier (FID features, class histograms; needs labels)")  # fmt: skip
+                   "classifier: the evaluation classifier (FID features, class histograms; needs labels); "
+                   "noisy-classifier: a noise-aware classifier p(label | x, sigma) for classifier guidance")  # fmt: skip
     p.add_argument("run", metavar="RUN", help="run directory")
     p.add_argument(
         "--force", action="store_true", help="delete a finished stage and train it again from scratch"
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label", type=int, help="class label for class-conditional stages")
     p.add_argument("--out", help="output directory (default: RUN/samples/STAGE-seedSEED)")
     p.add_argument("--force", action="store_true", help="overwrite an output directory that holds files")
+    from vcdm import cli_guidance
+
+    cli_guidance.add_guidance_args(p)
     _add_config_args(p)
 
     p = sub.add_parser("fid", help="FID (and precision/recall) between two image sets",
@@ -120,9 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "applied, without saving)")  # fmt: skip
     _add_config_args(p)
 
-    from vcdm import cli_edit
+    from vcdm import cli_edit, cli_quality
 
     cli_edit.add_parser(sub)
+    cli_quality.add_parser(sub)
     return ap
 
 
@@ -152,6 +157,11 @@ def cmd_train(args: argparse.Namespace) -> None:
     from vcdm.stages import train_decoder, train_embedder, train_prior
 
     cfg = _config(args, args.run)
+    if args.stage == "noisy-classifier":
+        from vcdm import cli_guidance
+
+        print(cli_guidance.train_stage(args, cfg))
+        return
     total = (
         cfg.eval.classifier_train.total_nimg
         if args.stage == "classifier"
@@ -259,12 +269,19 @@ def cmd_sample(args: argparse.Namespace) -> None:
     if dist.rank() == 0:
         guard_output(out, args.force, "samples")
     dist.barrier()
+    from vcdm import cli_guidance
+
     pipe = Pipeline.from_run(args.run, args.stage, device=dist.device())
+    pipe.decoder_wrapper = cli_guidance.guidance_wrappers(args, cfg, device=dist.device())
+    class_conditional = (
+        pipe.num_classes > 0 or (pipe.prior_meta or {}).get("net", {}).get("num_classes", 0) > 0
+    )
+    labels = None if cli_guidance.uses_label_for_guidance_only(args, class_conditional) else args.label
     # Under torchrun each process draws every world_size-th seed; an image depends only on its seed.
     seeds = list(range(args.seed, args.seed + args.num))
     mine = seeds[dist.rank() :: dist.world_size()]
     t0 = time.perf_counter()
-    res = pipe(mine, s, labels=args.label, progress=not args.no_progress)
+    res = pipe(mine, s, labels=labels, progress=not args.no_progress)
     save_images(res.images, out, [f"{seed:06d}.png" for seed in res.seeds])
     dist.barrier()
     if dist.rank() == 0:
@@ -289,6 +306,7 @@ COMMANDS = {
     "sample": cmd_sample,
     "fid": cmd_fid,
     "edit": lambda args: _edit(args),
+    "bench": lambda args: _bench(args),
     "config": cmd_config,
 }
 
@@ -297,6 +315,12 @@ def _edit(args: argparse.Namespace) -> None:
     from vcdm import cli_edit
 
     cli_edit.run(args)
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from vcdm import cli_quality
+
+    cli_quality.run(args)
 
 
 def main(argv: list[str] | None = None) -> int:

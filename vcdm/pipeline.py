@@ -7,7 +7,7 @@ from generators seeded by (seed, stage), whatever the batch it is drawn in.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,11 +48,14 @@ def sample_stage(
     stream: int = 0,
     options: dict[str, Any] | None = None,
     device: torch.device | str = "cpu",
+    wrapper: Callable[[Any], Any] | None = None,
 ) -> Tensor:
     """Sample one stage for a batch of seeds: (len(seeds), *shape) float32.
 
     guidance: classifier-free weight (1 = the conditional model as trained; applied only when cond is given).
     stream: separates the random streams of different stages that share a seed.
+    wrapper: denoiser -> denoiser applied after classifier-free guidance (classifier / CLIP guidance,
+        thresholding: vcdm.guidance).
     """
     if sampler not in SAMPLERS:
         raise VcdmError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
@@ -60,6 +63,7 @@ def sample_stage(
     noise = torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
     churn = [torch.Generator().manual_seed(mix_seed(s, stream, _CHURN)) for s in seeds]
     d = classifier_free(denoiser, guidance) if cond is not None and guidance != 1.0 else denoiser
+    d = wrapper(d) if wrapper is not None else d
     sigmas = sampling_sigmas(diffusion, num_steps)
     return SAMPLERS[sampler](d, noise, sigmas, cond, generator=churn, **(options or {}))
 
@@ -104,6 +108,7 @@ class Pipeline:
         if prior is not None:
             self.prior = prior.to(device)
         self.device = device
+        self.decoder_wrapper: Callable[[Any], Any] | None = None  # applied after CFG (vcdm.guidance wrappers)
         self.condition = decoder_meta.get("condition", "none")
         self.decoder_diffusion = from_dict(DiffusionConfig, decoder_meta["diffusion"])
         net = decoder_meta["net"]
@@ -168,7 +173,8 @@ class Pipeline:
             cond["null"] = torch.ones(len(seeds), dtype=torch.bool, device=self.device)
         return sample_stage(self.decoder, self.decoder_diffusion, self.image_shape, seeds, cond or None,
                             sampler=cfg.sampler, num_steps=cfg.num_steps, guidance=cfg.guidance, stream=_DECODER,
-                            options=_sampler_options(cfg.sampler, cfg), device=self.device)  # fmt: skip
+                            options=_sampler_options(cfg.sampler, cfg), device=self.device,
+                            wrapper=self.decoder_wrapper)  # fmt: skip
 
     def __call__(
         self,

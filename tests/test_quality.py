@@ -1,0 +1,169 @@
+"""The quality benchmark end to end on the tiny preset (a few seconds), through the CLI handler."""
+
+import argparse
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+
+from vcdm.cli_quality import add_parser, run
+from vcdm.config import preset
+from vcdm.errors import VcdmError
+from vcdm.quality import (
+    ARMS,
+    arm_config,
+    image_seeds,
+    load_splits,
+    run_quality_benchmark,
+    scale_budgets,
+    summarize,
+)
+
+ROWS = ("real held-out images (floor)", "(a) single-stage", "(b) two-stage", "(b) oracle", "(c) class-conditional",
+        "(d) class-cond. two-stage")  # fmt: skip
+ARGS = ["--preset", "tiny", "--scale", "0.5", "--seeds", "0", "1", "--num-samples", "12", "--reference-size", "128",
+        "--budgets", "0.5", "1", "--no-progress"]  # fmt: skip
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="vcdm")
+    add_parser(ap.add_subparsers(dest="command", required=True))
+    return ap.parse_args(argv)
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quality")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("VCDM_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))
+        run(parse(["bench", "quality", "--out", str(out), *ARGS]))
+        yield out
+
+
+def test_cli_parses_the_benchmark_options():
+    args = parse(
+        ["bench", "quality", "--scale", "4", "--seeds", "3", "5", "--data", "x.npz", "--set", "a.b=1"]
+    )
+    assert (args.command, args.bench, args.scale, args.seeds, args.data) == (
+        "bench",
+        "quality",
+        4.0,
+        [3, 5],
+        "x.npz",
+    )
+    assert (
+        args.overrides == ["a.b=1"] and args.budgets == [0.125, 0.25, 0.5, 1.0] and args.out == "runs/quality"
+    )
+
+
+def test_report_has_every_row_with_finite_numbers(bench):
+    report = (bench / "report.md").read_text()
+    for row in ROWS:
+        line = next((x for x in report.splitlines() if x.startswith(f"| {row}")), None)
+        assert line is not None, f"missing row {row!r}"
+        cells = line.strip("|").split("|")[1:]
+        assert len(cells) == 5  # FID, precision, recall, class TV, near copies
+        for cell in cells:
+            mean, std = (float(x) for x in cell.split("±"))  # two seeds: mean ± std
+            assert math.isfinite(mean) and math.isfinite(std) and std >= 0
+    assert re.search(r"\(b\) vs \(a\): FID [+-]\d+\.\d%", report)
+    for section in ("## FID along training", "## The prior's own quality", "## Memorisation", "## Compute"):
+        assert section in report
+    assert (bench / "fid_vs_budget.png").stat().st_size > 1000
+    assert all((bench / f"samples_{arm.key}.png").is_file() for arm in ARMS)
+
+
+def test_results_hold_the_arithmetic_the_report_states(bench):
+    data = json.loads((bench / "results.json").read_text())
+    fid = {
+        k: np.mean([data[f"final/{k}/{s}"]["fid"] for s in (0, 1)]) for k in ("single", "two_stage", "oracle")
+    }
+    summ = summarize(data)
+    assert summ["two_stage_vs_single"]["relative"] == pytest.approx(
+        (fid["two_stage"] - fid["single"]) / fid["single"]
+    )
+    assert len(summ["two_stage_vs_single"]["per_seed"]) == 2
+    share = summ["oracle_share"]
+    gain = fid["single"] - fid["oracle"]
+    assert (math.isnan(share) and gain <= 0) or share == pytest.approx(
+        (fid["single"] - fid["two_stage"]) / gain
+    )
+    # Curve points at half the budget for (a) and (b), the prior scored at each of its budgets.
+    assert {k for k in data if k.startswith("curve/")} == {"curve/single/64", "curve/two_stage/64"}
+    assert sorted(k for k in data if k.startswith("prior_curve/")) == ["prior_curve/128", "prior_curve/64"]
+    assert all(math.isfinite(data[k]) and data[k] >= 0 for k in data if k.startswith("prior_curve/"))
+    memo = data["final/single/0"]["memorization"]
+    assert 0 <= memo["near_copy"] <= 1 and memo["sample_median"] > 0
+    assert data["timing/two_stage"]["prior_share"] > 0 and "prior_share" not in data["timing/single"]
+
+
+def test_all_decoders_have_the_same_budget_and_the_right_condition(bench):
+    for arm in ARMS:
+        meta = json.loads((bench / arm.key / arm.section / "model.json").read_text())
+        assert meta["nimg"] == 128 and meta["condition"] == arm.condition
+    prior = json.loads((bench / "class_two_stage" / "prior" / "model.json").read_text())
+    assert prior["net"]["num_classes"] == 10
+
+
+def test_rerun_reuses_everything_and_another_config_needs_force(bench):
+    before = (bench / "results.json").read_text()
+    mtimes = {arm.key: (bench / arm.key / arm.section / "model.json").stat().st_mtime_ns for arm in ARMS}
+    run(parse(["bench", "quality", "--out", str(bench), *ARGS]))
+    after = json.loads((bench / "results.json").read_text())
+    assert after["final/two_stage/1"] == json.loads(before)["final/two_stage/1"]
+    assert mtimes == {
+        arm.key: (bench / arm.key / arm.section / "model.json").stat().st_mtime_ns for arm in ARMS
+    }
+    with pytest.raises(VcdmError, match="--force"):
+        run(parse(["bench", "quality", "--out", str(bench), *ARGS, "--set", "sample.num_steps=3"]))
+
+
+def test_scale_budgets_and_arm_configs():
+    cfg = preset("tiny")
+    scaled = scale_budgets(cfg, 2.0)
+    assert scaled.decoder.train.total_nimg == 512 and scaled.prior.train.total_nimg == 512
+    assert (
+        scale_budgets(cfg, 0.01).decoder.train.total_nimg == cfg.decoder.train.batch_size
+    )  # at least a batch
+    with pytest.raises(VcdmError, match="scale"):
+        scale_budgets(cfg, 0)
+    conds = {arm.key: arm_config(cfg, arm) for arm in ARMS}
+    assert conds["single"].baseline.condition == "none" and conds["class"].baseline.condition == "label"
+    assert (
+        conds["two_stage"].decoder.condition == "embedding" and not conds["two_stage"].prior.class_conditional
+    )
+    assert conds["class_two_stage"].decoder.condition == "embedding+label"
+    assert conds["class_two_stage"].prior.class_conditional
+
+
+def test_unfair_budgets_are_refused(tmp_path):
+    from dataclasses import replace
+
+    cfg = preset("tiny")
+    cfg = replace(cfg, baseline=replace(cfg.baseline, train=replace(cfg.baseline.train, total_nimg=512)))
+    with pytest.raises(VcdmError, match="same U-Net size and image budget"):
+        run_quality_benchmark(tmp_path, cfg)
+
+
+def test_splits_of_user_data_are_disjoint_and_need_labels(tmp_path):
+    from dataclasses import replace
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (100, 8, 8, 1), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", images=images, labels=np.arange(100) % 4)
+    cfg = replace(preset("tiny"), data=replace(preset("tiny").data, source=str(tmp_path / "d.npz")))
+    s = load_splits(cfg, num_sets=2, n=50)
+    assert (len(s.reference), len(s.heldout), len(s.train), s.n) == (20, 20, 60, 10)
+    flat = {tuple(x.flatten().tolist()) for part in (s.train, s.reference, s.heldout) for x in part.images}
+    assert len(flat) == 100  # every image in exactly one split
+    np.savez(tmp_path / "u.npz", images=images)
+    with pytest.raises(VcdmError, match="needs class labels"):
+        load_splits(replace(cfg, data=replace(cfg.data, source=str(tmp_path / "u.npz"))), 2, 10)
+
+
+def test_image_seeds_are_disjoint_and_give_uniform_labels():
+    a, b = image_seeds(0, 20), image_seeds(1, 20)
+    assert not set(a) & set(b)
+    assert np.bincount([s % 10 for s in b], minlength=10).tolist() == [2] * 10
