@@ -123,7 +123,12 @@ class ClipEmbedder:
         return next(self.model.parameters()).dtype
 
     def encode_images(self, x: Tensor) -> Tensor:
-        """Embed images.
+        """Embed images without gradients: `image_features` under torch.no_grad()."""
+        with torch.no_grad():
+            return self.image_features(x)
+
+    def image_features(self, x: Tensor) -> Tensor:
+        """Embed images, differentiably (CLIP guidance takes gradients through it).
 
         Args:
             x: float in [-1, 1], shape (B, C, H, W) with C = 1 (gray) or 3 (RGB), any size.
@@ -143,8 +148,7 @@ class ClipEmbedder:
         top, left = (size[0] - s) // 2, (size[1] - s) // 2
         x = x[:, :, top : top + s, left : left + s]  # (B, 3, s, s)
         x = (x - self.mean) / self.std
-        with torch.no_grad():
-            features = _features(self.model.get_image_features(pixel_values=x.to(self._dtype())))
+        features = _features(self.model.get_image_features(pixel_values=x.to(self._dtype())))
         return F.normalize(features.float(), dim=-1)
 
     def encode_text(self, texts: list[str]) -> Tensor:

@@ -67,6 +67,7 @@ def drop_condition(
     if cond is None or p <= 0:
         return cond
     out = dict(cond)
-    drop = torch.rand(batch, generator=generator, device=generator.device) < p
-    out["null"] = drop.to(next(iter(cond.values())).device) | out.get("null", torch.zeros_like(drop))
+    device = next(iter(cond.values())).device
+    drop = (torch.rand(batch, generator=generator, device=generator.device) < p).to(device)
+    out["null"] = drop | out.get("null", torch.zeros_like(drop))
     return out
