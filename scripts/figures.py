@@ -162,6 +162,34 @@ def make_figures(run: Path, out: Path, work: Path, inputs: dict[int, str], steps
     return figures
 
 
+GUIDANCE_WEIGHTS = ("1", "3", "8")
+
+
+def threshold_figure(run: Path, out: Path, work: Path, steps: int) -> dict:
+    """Classifier-free guidance w = 1, 3, 8 on the two-stage decoder, without, static and dynamic thresholding:
+    one row of 8 samples (the same seeds) per setting, stacked into OUT/thresholding.png."""
+    from vcdm.cli import main as vcdm_main
+    from vcdm.data import save_grid
+    from vcdm.data.images import load_pngs
+
+    rows, commands = [], []
+    for threshold in ("none", "static", "dynamic"):
+        for w in GUIDANCE_WEIGHTS:
+            d = work / f"threshold-{threshold}-w{w}"
+            argv = ["sample", str(run), "--num", "8", "--seed", "0", "--steps", str(steps), "--guidance", w,
+                    "--threshold", threshold, "--out", str(d), "--force", "--no-progress"]  # fmt: skip
+            if vcdm_main(argv) != 0:
+                raise VcdmError(f"vcdm {shlex.join(argv)} failed")
+            rows.append(load_pngs([d / f"{i:06d}.png" for i in range(8)]))
+            commands.append("vcdm " + shlex.join(argv))
+    save_grid(torch.cat(rows), out / "thresholding.png", nrow=8)
+    caption = (
+        f"Classifier-free guidance on the two-stage decoder, rows w = {', '.join(GUIDANCE_WEIGHTS)} without "
+        f"thresholding, then the same with dynamic thresholding (percentile 0.995); same 8 seeds per row."
+    )
+    return {"name": "thresholding", "caption": caption, "command": "\n".join(commands)}
+
+
 def write_markdown(out: Path, run: Path, figures: list[dict], table: list[str], n_inputs: int) -> None:
     """OUT/figures.md: every picture with its command, then the PSNR table."""
     from vcdm.fileio import atomic_write_text
@@ -223,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
             raise VcdmError(f"{run}: no trained decoder; run `vcdm demo --out {run}` or pass --train")
         inputs = write_inputs(run, out)
         figures = make_figures(run, out, work, inputs, args.steps)
+        figures.append(threshold_figure(run, out, work, args.steps))
         table = [] if args.no_psnr else psnr_table(run, inputs)
     except VcdmError as e:
         print(f"figures: error: {e}", file=sys.stderr)
