@@ -18,6 +18,7 @@ time. An interrupted benchmark resumes where it stopped."""
 EXAMPLES = """examples:
   vcdm bench quality                                  # embedded MNIST, CPU configuration (about an hour)
   vcdm bench quality --scale 0.25 --num-samples 500   # a quick look (about 15 minutes on 2 cores)
+  vcdm bench quality --train-seeds 0 1 2              # every arm trained 3 times: the spread over training
   vcdm bench quality --data images/ --scale 8         # your labelled data, larger budgets (a GPU)
   vcdm bench quality --set decoder.net.base_channels=32 --set baseline.net.base_channels=32"""
 
@@ -31,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "0.25 for a quick CPU check, 4 or more on a GPU)")  # fmt: skip
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], metavar="SEED",
                    help="sampling seed sets; mean and spread are over them (default: 0 1 2)")  # fmt: skip
+    p.add_argument("--train-seeds", type=int, nargs="+", metavar="SEED",
+                   help="train every arm once per seed (every stage's train.seed) into OUT/train_seed_<s>/ and "
+                   "report the mean and spread over them (default: train once, with the config's seeds)")  # fmt: skip
     p.add_argument("--num-samples", type=int, metavar="N",
                    help="images per sample set, the same for every arm (default: eval.num_samples)")  # fmt: skip
     p.add_argument("--budgets", type=float, nargs="+", default=[0.125, 0.25, 0.5, 1.0], metavar="FRACTION",
@@ -71,8 +75,8 @@ def run(args: argparse.Namespace) -> None:
     )
     cfg = apply_overrides(cfg, args.overrides)
     t0 = time.perf_counter()
-    report = run_quality_benchmark(args.out, cfg, scale=args.scale, seeds=args.seeds, data_path=args.data,
-                                   num_samples=args.num_samples, budget_fractions=args.budgets,
+    report = run_quality_benchmark(args.out, cfg, scale=args.scale, seeds=args.seeds, train_seeds=args.train_seeds,
+                                   data_path=args.data, num_samples=args.num_samples, budget_fractions=args.budgets,
                                    reference_size=args.reference_size, force=args.force,
                                    progress=not args.no_progress)  # fmt: skip
     print(f"quality benchmark finished in {(time.perf_counter() - t0) / 60:.1f} min; see {report}")

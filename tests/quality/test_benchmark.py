@@ -19,6 +19,7 @@ from vcdm.quality import (
     run_quality_benchmark,
     scale_budgets,
     summarize,
+    with_train_seed,
 )
 
 ROWS = ("real held-out images (floor)", "(a) single-stage", "(b) two-stage", "(b) oracle", "(c) class-conditional",
@@ -167,3 +168,41 @@ def test_image_seeds_are_disjoint_and_give_uniform_labels():
     a, b = image_seeds(0, 20), image_seeds(1, 20)
     assert not set(a) & set(b)
     assert np.bincount([s % 10 for s in b], minlength=10).tolist() == [2] * 10
+
+
+def test_training_replicates_each_get_a_report_and_the_summary_spans_them(tmp_path, monkeypatch):
+    monkeypatch.setenv("VCDM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "rep"
+    args = ["--preset", "tiny", "--scale", "0.5", "--seeds", "0", "--num-samples", "12", "--reference-size", "128",
+            "--budgets", "1", "--no-progress", "--train-seeds", "3", "4"]  # fmt: skip
+    run(parse(["bench", "quality", "--out", str(out), *args]))
+    weights = []
+    for ts in (3, 4):
+        sub = out / f"train_seed_{ts}"
+        assert (sub / "report.md").is_file() and (sub / "results.json").is_file()
+        cfg = json.loads((sub / "config.json").read_text())
+        assert {cfg[s]["train"]["seed"] for s in ("embedder", "prior", "decoder", "baseline")} == {ts}
+        weights.append((sub / "two_stage" / "decoder" / "model.safetensors").read_bytes())
+    assert weights[0] != weights[1]  # different training seeds train different models
+    report = (out / "report.md").read_text()
+    assert "2 training seeds" in report and "[report](train_seed_4/report.md)" in report
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["two_stage_vs_single"]["per_train_seed"]) == 2
+    assert summary["rows"]["single"]["fid"]["n"] == 2
+    # A rerun reuses both replicates.
+    mtime = (out / "train_seed_3" / "single" / "baseline" / "model.json").stat().st_mtime_ns
+    run(parse(["bench", "quality", "--out", str(out), *args]))
+    assert (out / "train_seed_3" / "single" / "baseline" / "model.json").stat().st_mtime_ns == mtime
+
+
+def test_with_train_seed_sets_every_stage_and_refuses_negatives():
+    cfg = with_train_seed(preset("tiny"), 7)
+    assert {
+        cfg.embedder.train.seed,
+        cfg.prior.train.seed,
+        cfg.decoder.train.seed,
+        cfg.baseline.train.seed,
+    } == {7}
+    assert cfg.eval == preset("tiny").eval  # the evaluation classifier is shared by every replicate
+    with pytest.raises(VcdmError, match="training seeds"):
+        run_quality_benchmark("unused", preset("tiny"), train_seeds=[1, 1])

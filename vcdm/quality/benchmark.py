@@ -1,22 +1,4 @@
-"""The headline experiment: two-stage vs single-stage sampling at equal image-model compute.
-
-Four arms use one U-Net size and one image budget (images seen by the image model):
-    (a) single-stage unconditional     decoder condition "none"
-    (b) two-stage                      embedder + prior + decoder condition "embedding"
-    (c) class-conditional              decoder condition "label"
-    (d) class-conditional two-stage    class-conditional prior + decoder condition "embedding+label"
-Every arm is sampled with the same sampler and step count for several seed sets and scored on the
-evaluation classifier's features, beside diagnostics that explain the number (vcdm.eval.diagnostics): the
-metric's floor (real held-out images), an oracle arm (the two-stage decoder given real embeddings), the
-prior's Frechet distance along its training, memorisation and time. Harvey & Wood (2023) report 25-50%
-lower FID for two-stage sampling.
-
-Layout of out_dir:
-    config.json                               the benchmark's resolved (scaled) RunConfig
-    single/ two_stage/ class/ class_two_stage/ one run directory per arm (vcdm.stages layout)
-    results.json                              every figure measured; an interrupted benchmark resumes
-    report.md, fid_vs_budget.png, samples_<arm>.png
-"""
+"""Running the quality benchmark: data splits, training every arm, sampling and scoring (see vcdm.quality)."""
 
 from __future__ import annotations
 
@@ -30,16 +12,7 @@ from typing import Any
 
 import torch
 
-from vcdm.config import (
-    DecoderStage,
-    DiffusionConfig,
-    RunConfig,
-    SampleConfig,
-    from_dict,
-    load_config,
-    preset,
-    to_dict,
-)
+from vcdm.config import DiffusionConfig, RunConfig, SampleConfig, from_dict, load_config, to_dict
 from vcdm.data import ImageData, load_dataset, load_mnist, save_grid
 from vcdm.embedders import embed_images
 from vcdm.errors import VcdmError
@@ -48,6 +21,22 @@ from vcdm.eval.memorization import nearest_neighbour_distances
 from vcdm.evaluate import build_reference, classifier_accuracy, get_classifier, score_features
 from vcdm.fileio import atomic_write_text
 from vcdm.pipeline import Pipeline, sample_stage
+from vcdm.quality.arms import (
+    ARMS,
+    CLASS,
+    CLASS_TWO,
+    FLOOR,
+    ORACLE,
+    SINGLE,
+    TWO,
+    Arm,
+    arm_config,
+    check_fair,
+    quality_config,
+    scale_budgets,
+    with_train_seed,
+)
+from vcdm.quality.report import write_report, write_summary
 from vcdm.runs import save_config, stage_done
 from vcdm.stages import (
     compute_embeddings,
@@ -59,79 +48,6 @@ from vcdm.stages import (
     train_prior,
 )
 from vcdm.training import distributed as dist
-
-
-@dataclass(frozen=True)
-class Arm:
-    key: str  # its run directory under out_dir
-    title: str
-    section: str  # the RunConfig section ("decoder" | "baseline") whose U-Net and budget it trains with
-    condition: str  # the decoder's condition
-    class_prior: bool = False  # two-stage arms: whether the prior is class-conditional
-
-    @property
-    def two_stage(self) -> bool:
-        return "embedding" in self.condition
-
-    @property
-    def labelled(self) -> bool:
-        return "label" in self.condition
-
-
-ARMS = (
-    Arm("single", "(a) single-stage", "baseline", "none"),
-    Arm("two_stage", "(b) two-stage", "decoder", "embedding"),
-    Arm("class", "(c) class-conditional", "baseline", "label"),
-    Arm("class_two_stage", "(d) class-cond. two-stage", "decoder", "embedding+label", class_prior=True),
-)
-SINGLE, TWO, CLASS, CLASS_TWO = ARMS
-ORACLE, FLOOR = "oracle", "floor"
-GOAL = -0.40  # the project's target: two-stage FID at least 40% below single-stage
-
-
-def quality_config() -> RunConfig:
-    """The CPU configuration (about an hour on 2 cores): the demo's nets and budgets (48k images per decoder).
-
-    Sampling: Heun with 10 steps in bf16 for every arm (measured on 500 samples at 32k training images: FID
-    within 1-2 points of 18 fp32 steps or 20 Euler steps, at about half the time).
-    """
-    cfg = preset("mnist")
-    return replace(
-        cfg, sample=replace(cfg.sample, sampler="heun", num_steps=10, prior_num_steps=18, precision="bf16")
-    )
-
-
-def scale_budgets(cfg: RunConfig, scale: float) -> RunConfig:
-    """Multiply every stage's training budget (images seen) by `scale`, rounded to whole batches."""
-    if not scale > 0:
-        raise VcdmError(f"--scale must be positive, got {scale!r}")
-
-    def s(train):
-        return replace(
-            train, total_nimg=max(1, round(train.total_nimg * scale / train.batch_size)) * train.batch_size
-        )
-
-    return replace(
-        cfg,
-        embedder=replace(cfg.embedder, train=s(cfg.embedder.train)),
-        prior=replace(cfg.prior, train=s(cfg.prior.train)),
-        decoder=replace(cfg.decoder, train=s(cfg.decoder.train)),
-        baseline=replace(cfg.baseline, train=s(cfg.baseline.train)),
-    )
-
-
-def arm_config(cfg: RunConfig, arm: Arm) -> RunConfig:
-    """The run config of one arm: its decoder condition, and a class-conditional prior for arm (d)."""
-    stage: DecoderStage = replace(getattr(cfg, arm.section), condition=arm.condition)
-    prior = replace(cfg.prior, class_conditional=arm.class_prior)
-    return replace(cfg, prior=prior, **{arm.section: stage})
-
-
-def _check_fair(cfg: RunConfig) -> None:
-    d, b = cfg.decoder, cfg.baseline
-    if d.net != b.net or d.train.total_nimg != b.train.total_nimg or d.train.batch_size != b.train.batch_size:
-        raise VcdmError("decoder and baseline must share net, train.total_nimg and train.batch_size: the "
-                        "benchmark compares the arms at the same U-Net size and image budget")  # fmt: skip
 
 
 @dataclass
@@ -197,6 +113,7 @@ def run_quality_benchmark(
     *,
     scale: float = 1.0,
     seeds: Sequence[int] = (0, 1, 2),
+    train_seeds: Sequence[int] | None = None,
     data_path: str | Path | None = None,
     num_samples: int | None = None,
     budget_fractions: Sequence[float] = (0.125, 0.25, 0.5, 1.0),
@@ -212,6 +129,12 @@ def run_quality_benchmark(
             baseline section the single-stage ones (same U-Net and budget required).
         scale: multiplies every training budget (e.g. 0.25 for a quick CPU check, 4+ on a GPU).
         seeds: sampling seed sets (>= 1; mean and spread are over them; >= 3 for a spread worth reading).
+        train_seeds: training replicates. None (the default) trains every arm once, with cfg's own stage
+            seeds, into out_dir; one seed does the same with every stage's train.seed set to it. Several
+            train every arm once per seed into
+            out_dir/train_seed_<s>/ (each with its own full report), and out_dir/report.md gives the mean
+            and spread over them: at small budgets the training seed moves FID far more than the sampling
+            seed does.
         data_path: an image folder or .npz with labels instead of cfg.data.source.
         num_samples: images per sample set (default cfg.eval.num_samples); all arms use the same count.
         budget_fractions: decoder (and prior) budgets, as fractions of the full one, at which arms (a)
@@ -227,13 +150,14 @@ def run_quality_benchmark(
     cfg = scale_budgets(cfg or quality_config(), scale)
     if data_path is not None:
         cfg = replace(cfg, data=replace(cfg.data, source=str(data_path)))
-    _check_fair(cfg)
-    seeds = [int(s) for s in seeds]
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise VcdmError(f"seeds must be distinct non-negative integers (at least one), got {seeds}")
+    check_fair(cfg)
+    seeds = _seed_list(seeds, "seeds")
+    train_seeds = None if train_seeds is None else _seed_list(train_seeds, "training seeds")
     fractions = sorted({float(f) for f in budget_fractions} | {1.0})
     if not 0 < fractions[0]:
         raise VcdmError(f"budget fractions must lie in (0, 1], got {list(budget_fractions)}")
+    if train_seeds is not None and len(train_seeds) == 1:
+        cfg = with_train_seed(cfg, train_seeds[0])
     if (out / "config.json").is_file() and to_dict(load_config(out / "config.json")) != to_dict(cfg):
         if not force:
             raise VcdmError(f"{out} holds a quality benchmark of another config; pass --force to start over")
@@ -242,15 +166,56 @@ def run_quality_benchmark(
     log = dist.print0
 
     splits = load_splits(cfg, len(seeds), num_samples or cfg.eval.num_samples, reference_size)
-    n, train = splits.n, splits.train
+    train = splits.train
     log(f"data: {train.source}, {len(train)} training images, {len(splits.reference)} reference, "
-        f"{len(splits.heldout)} held-out; {n} samples x {len(seeds)} seeds per arm")  # fmt: skip
+        f"{len(splits.heldout)} held-out; {splits.n} samples x {len(seeds)} seeds per arm"
+        + (f"; training seeds {train_seeds}" if train_seeds and len(train_seeds) > 1 else ""))  # fmt: skip
+    extractor, clf_path = get_classifier(train, cfg.eval, progress=progress)
+    ev = _Evaluation(splits, extractor, build_reference(extractor, splits.reference, train, splits.heldout),
+                     {"classifier": extractor.name, "classifier_path": str(clf_path), "reference": splits.reference.source,
+                      "accuracy": classifier_accuracy(extractor, splits.reference)})  # fmt: skip
+    if train_seeds is None or len(train_seeds) == 1:
+        _run_replicate(out, cfg, ev, seeds, fractions, progress)
+        return out / "report.md"
+    replicates = {}
+    for ts in train_seeds:
+        log(f"---- training seed {ts} ----")
+        sub = out / f"train_seed_{ts}"
+        cfg_ts = with_train_seed(cfg, ts)
+        if (sub / "config.json").is_file() and to_dict(load_config(sub / "config.json")) != to_dict(cfg_ts):
+            shutil.rmtree(sub)  # the parent's config changed (checked above, with --force)
+        save_config(sub, cfg_ts)
+        replicates[ts] = _run_replicate(sub, cfg_ts, ev, seeds, fractions, progress)
+    info = {**ev.info, "seconds": time.perf_counter() - t_start}
+    return write_summary(out, cfg, replicates, info)
+
+
+def _seed_list(seeds: Sequence[int], what: str) -> list[int]:
+    out = [int(s) for s in seeds]
+    if not out or len(set(out)) != len(out) or min(out) < 0:
+        raise VcdmError(f"{what} must be distinct non-negative integers (at least one), got {out}")
+    return out
+
+
+@dataclass
+class _Evaluation:
+    """What every replicate is scored with: the data splits, the classifier's features, the reference."""
+
+    splits: Splits
+    extractor: Any
+    ref: Any
+    info: dict[str, Any]
+
+
+def _run_replicate(out: Path, cfg: RunConfig, ev: _Evaluation, seeds: list[int], fractions: list[float],
+                   progress: bool) -> dict[str, Any]:  # fmt: skip
+    """Train, sample and score the four arms of one training replicate in `out`; returns its results."""
+    t_start = time.perf_counter()
+    splits, extractor, ref, log = ev.splits, ev.extractor, ev.ref, dist.print0
+    n, train, k = splits.n, splits.train, cfg.eval.k
     params = {"seeds": seeds, "n": n, "fractions": fractions, "reference": len(splits.reference),
               "data": train.source, "train": len(train)}  # fmt: skip
     res = _Results(out / "results.json", params)
-    extractor, clf_path = get_classifier(train, cfg.eval, progress=progress)
-    ref = build_reference(extractor, splits.reference, train, splits.heldout)
-    k = cfg.eval.k
 
     def evaluate(key: str, images: torch.Tensor, memo: bool = False) -> dict[str, Any]:
         feats = extractor.features(images)
@@ -342,9 +307,9 @@ def run_quality_benchmark(
             row = evaluate(f"final/{ORACLE}/{seed}", images, memo=j == 0)
             log(f"oracle, seed {seed}: FID {row['fid']:.3f}")
 
-    info = {"classifier": extractor.name, "classifier_path": str(clf_path), "seconds": time.perf_counter() - t_start,
-            "accuracy": classifier_accuracy(extractor, splits.reference), "reference": splits.reference.source}  # fmt: skip
-    return write_report(out, cfg, res.data, runs, info)
+    info = {**ev.info, "seconds": time.perf_counter() - t_start}
+    write_report(out, cfg, res.data, runs, info)
+    return res.data
 
 
 def _train_decoder_to(
@@ -410,157 +375,3 @@ def _sample_arm(run: Path, arm: Arm, seed: int, n: int, s: SampleConfig, num_cla
         timing["prior_seconds"] = time.perf_counter() - t0
         timing["prior_share"] = dg.time_share(timing["prior_seconds"], seconds)
     return o.images, emb, timing
-
-
-# ---- the report ----
-
-_ROWS = ((FLOOR, "real held-out images (floor)"), (SINGLE.key, SINGLE.title), (TWO.key, TWO.title),
-         (ORACLE, "(b) oracle: decoder given real held-out embeddings"), (CLASS.key, CLASS.title),
-         (CLASS_TWO.key, CLASS_TWO.title))  # fmt: skip
-_FIGURES = ("fid", "precision", "recall", "class_tv", "near_copy")
-
-
-def summarize(data: dict[str, Any]) -> dict[str, Any]:
-    """Seed statistics of every figure of every row, the relative FID changes and the oracle share."""
-    seeds = data["params"]["seeds"]
-    rows = {}
-    for name, _ in _ROWS:
-        found = [data[f"final/{name}/{s}"] for s in seeds if f"final/{name}/{s}" in data]
-        if found:
-            rows[name] = {f: dg.seed_summary([r[f] for r in found]) for f in _FIGURES}
-    out: dict[str, Any] = {"rows": rows}
-
-    def fid(name: str) -> float:
-        return rows[name]["fid"]["mean"] if name in rows else float("nan")
-
-    for new, base in ((TWO.key, SINGLE.key), (CLASS_TWO.key, CLASS.key)):
-        per_seed = [dg.relative_change(data[f"final/{new}/{s}"]["fid"], data[f"final/{base}/{s}"]["fid"])
-                    for s in seeds if f"final/{new}/{s}" in data and f"final/{base}/{s}" in data]  # fmt: skip
-        out[f"{new}_vs_{base}"] = {"relative": dg.relative_change(fid(new), fid(base)), "per_seed": per_seed}
-    out["oracle_share"] = dg.oracle_share(fid(SINGLE.key), fid(TWO.key), fid(ORACLE))
-    return out
-
-
-def _pm(s: dict[str, float], digits: int) -> str:
-    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s["n"] > 1 else f"{s['mean']:.{digits}f}"
-
-
-def _pct(x: float) -> str:
-    return f"{x * 100:+.1f}%"
-
-
-def _params(path: Path) -> int:
-    from safetensors.torch import load_file
-
-    return sum(t.numel() for t in load_file(path / "model.safetensors").values())
-
-
-def write_report(
-    out: Path, cfg: RunConfig, data: dict[str, Any], runs: dict[str, Path], info: dict[str, Any]
-) -> Path:
-    """Write report.md and fid_vs_budget.png from the measured figures; returns the report's path."""
-    p, s = data["params"], cfg.sample
-    summ = summarize(data)
-    data = {**data, "summary": summ}
-    atomic_write_text(out / "results.json", json.dumps(data, indent=1) + "\n")
-    lines = [
-        "# Two-stage vs single-stage sampling at equal image-model compute",
-        "",
-        f"Data: {p['data']}, {p['train']:,} training images; FID reference {info['reference']} ({p['reference']:,} "
-        f"images); {p['n']:,} samples per set, sampling seeds {p['seeds']} (mean ± std over seeds). Every decoder: "
-        f"the same U-Net, {cfg.decoder.train.total_nimg:,} training images, batch {cfg.decoder.train.batch_size}. "
-        f"Sampling: decoder {s.sampler} with {s.num_steps} steps ({s.precision}), prior {s.prior_sampler} with "
-        f"{s.prior_num_steps} steps, guidance {s.guidance} / {s.prior_guidance}. Class-conditional arms get label "
-        "= image seed % K (uniform).",
-        "",
-        f"Features: the evaluation classifier `{info['classifier']}` (accuracy {info['accuracy']:.4f} on the "
-        f"reference), cached at `{info['classifier_path']}`. Class TV: distance of the predicted-class histogram "
-        "from uniform. Near copies: share of samples closer to a training image than 99% of held-out images are.",
-        "",
-        "| set | FID | precision | recall | class TV | near copies |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for name, title in _ROWS:
-        if name in summ["rows"]:
-            r = summ["rows"][name]
-            lines.append(f"| {title} | {_pm(r['fid'], 3)} | {_pm(r['precision'], 3)} | {_pm(r['recall'], 3)} | "
-                         f"{_pm(r['class_tv'], 3)} | {_pm(r['near_copy'], 3)} |")  # fmt: skip
-    b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ[f"{CLASS_TWO.key}_vs_{CLASS.key}"]
-    verdict = "met" if b_a["relative"] <= GOAL else "not met"
-    lines += [
-        "",
-        f"**(b) vs (a): FID {_pct(b_a['relative'])}** (per seed: {', '.join(_pct(x) for x in b_a['per_seed'])}); "
-        f"the goal of {_pct(GOAL)} or better is {verdict}. (d) vs (c): FID {_pct(d_c['relative'])} (per seed: "
-        f"{', '.join(_pct(x) for x in d_c['per_seed'])}). Oracle share, (FID_a - FID_b) / (FID_a - FID_oracle): "
-        f"{summ['oracle_share']:.2f} (VCDM reports 0.81-0.87).",
-        "",
-    ]
-    # FID along the decoders' training, and the prior's Frechet distance along its own.
-    budgets = sorted(
-        {int(k.split("/")[2]) for k in data if k.startswith("curve/")} | {cfg.decoder.train.total_nimg}
-    )
-    curve = {}
-    for arm in (SINGLE, TWO):
-        pts = [
-            (b, data.get(f"curve/{arm.key}/{b}") or data.get(f"final/{arm.key}/{p['seeds'][0]}"))
-            for b in budgets
-        ]
-        curve[arm.title] = ([b for b, r in pts if r], [r["fid"] for b, r in pts if r])
-    dg.plot_curves(curve, out / "fid_vs_budget.png", title=f"FID vs decoder training images (seed {p['seeds'][0]})",
-                   xlabel="decoder training images", ylabel="FID")  # fmt: skip
-    lines += ["## FID along training (first seed set)", "", "| decoder images | (a) FID | (b) FID | change |",
-              "| ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for i, b in enumerate(curve[SINGLE.title][0]):
-        fa, fb = curve[SINGLE.title][1][i], curve[TWO.title][1][i]
-        lines.append(f"| {b:,} | {fa:.3f} | {fb:.3f} | {_pct(dg.relative_change(fb, fa))} |")
-    lines += ["", "![FID vs training images](fid_vs_budget.png)", "",
-              "## The prior's own quality", "",
-              "Frechet distance between sampled and real held-out embeddings, both normalised as the prior sees "
-              f"them. Floor (training vs held-out embeddings): {data['prior_floor']:.4f}.", "",
-              "| prior images | Frechet distance |", "| ---: | ---: |"]  # fmt: skip
-    for k in sorted((k for k in data if k.startswith("prior_curve/")), key=lambda k: int(k.split("/")[1])):
-        lines.append(f"| {int(k.split('/')[1]):,} | {data[k]:.4f} |")
-    for arm in (TWO, CLASS_TWO):
-        if f"prior_final/{arm.key}" in data:
-            lines.append(f"| {arm.title}, final sample set | {data[f'prior_final/{arm.key}']:.4f} |")
-    lines += ["", "## Memorisation (first seed set)", "",
-              "Each image's distance to its nearest training image in the classifier's features: samples vs "
-              "held-out real images (median ratio ~1 and KS ~0: like real images; ratio < 1 with many near copies: "
-              "copying; ratio > 1: off the data manifold).", "",
-              "| set | median NN distance | held-out median | ratio | 5th pct. | KS | near copies |",
-              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    for name, title in _ROWS:
-        m = (data.get(f"final/{name}/{p['seeds'][0]}") or {}).get("memorization")
-        if m:
-            lines.append(f"| {title} | {m['sample_median']:.3f} | {m['heldout_median']:.3f} | {m['median_ratio']:.2f} "
-                         f"| {m['sample_p5']:.3f} | {m['ks']:.3f} | {m['near_copy']:.3f} |")  # fmt: skip
-    lines += ["", "## Compute", "", "| stage | parameters | images seen | seconds | images/s |",
-              "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-    stages = [
-        ("embedder", TWO, "embedder"),
-        ("prior", TWO, "prior"),
-        ("class-conditional prior", CLASS_TWO, "prior"),
-    ]
-    stages += [(f"{arm.title} decoder", arm, arm.section) for arm in ARMS]
-    for title, arm, name in stages:
-        path = runs[arm.key] / name
-        if (path / "model.json").is_file():
-            t = dg.throughput(json.loads((path / "model.json").read_text()))
-            lines.append(f"| {title} | {_params(path):,} | {t['nimg']:,} | {t['seconds']:.0f} | "
-                         f"{t['images_per_second']:.0f} |")  # fmt: skip
-    lines += ["", f"Sampling {p['n']:,} images (first seed set):", "",
-              "| arm | seconds | images/s | prior's share of the time |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
-    for arm in ARMS:
-        t = data.get(f"timing/{arm.key}")
-        if t:
-            share = f"{t['prior_share']:.1%}" if "prior_share" in t else "-"
-            lines.append(f"| {arm.title} | {t['seconds']:.1f} | {t['images_per_second']:.1f} | {share} |")
-    lines += ["", f"Wall time of this invocation: {info['seconds'] / 60:.1f} min (stages reused from an earlier, "
-              "interrupted invocation are not counted; their own seconds are in the table). Timings were taken on "
-              "a machine shared with other jobs and are only indicative.", "",
-              "Every figure is in `results.json`; each arm's run directory holds its config and exported models.",
-              "", "## Samples (first 64 of the first seed set)", "",
-              "| " + " | ".join(arm.title for arm in ARMS) + " |", "| --- | --- | --- | --- |",
-              "| " + " | ".join(f"![{arm.key}](samples_{arm.key}.png)" for arm in ARMS) + " |", ""]  # fmt: skip
-    atomic_write_text(out / "report.md", "\n".join(lines))
-    return out / "report.md"
