@@ -131,10 +131,9 @@ def run_quality_benchmark(
         seeds: sampling seed sets (>= 1; mean and spread are over them; >= 3 for a spread worth reading).
         train_seeds: training replicates. None (the default) trains every arm once, with cfg's own stage
             seeds, into out_dir; one seed does the same with every stage's train.seed set to it. Several
-            train every arm once per seed into
-            out_dir/train_seed_<s>/ (each with its own full report), and out_dir/report.md gives the mean
-            and spread over them: at small budgets the training seed moves FID far more than the sampling
-            seed does.
+            train every arm once per seed into out_dir/train_seed_<s>/ (each with its own full report), and
+            out_dir/report.md gives the mean and spread over them: at small budgets the training seed moves
+            FID far more than the sampling seed does.
         data_path: an image folder or .npz with labels instead of cfg.data.source.
         num_samples: images per sample set (default cfg.eval.num_samples); all arms use the same count.
         budget_fractions: decoder (and prior) budgets, as fractions of the full one, at which arms (a)
@@ -183,7 +182,7 @@ def run_quality_benchmark(
         sub = out / f"train_seed_{ts}"
         cfg_ts = with_train_seed(cfg, ts)
         if (sub / "config.json").is_file() and to_dict(load_config(sub / "config.json")) != to_dict(cfg_ts):
-            shutil.rmtree(sub)  # the parent's config changed (checked above, with --force)
+            raise VcdmError(f"{sub} holds a replicate of another config; pass --force to start over")
         save_config(sub, cfg_ts)
         replicates[ts] = _run_replicate(sub, cfg_ts, ev, seeds, fractions, progress)
     info = {**ev.info, "seconds": time.perf_counter() - t_start}
