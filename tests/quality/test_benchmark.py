@@ -206,3 +206,26 @@ def test_with_train_seed_sets_every_stage_and_refuses_negatives():
     assert cfg.eval == preset("tiny").eval  # the evaluation classifier is shared by every replicate
     with pytest.raises(VcdmError, match="training seeds"):
         run_quality_benchmark("unused", preset("tiny"), train_seeds=[1, 1])
+
+
+def test_guidance_scan_reuses_the_trained_arms_and_reproduces_their_scores(bench, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "bench" / "quality_guidance.py"
+    spec = importlib.util.spec_from_file_location("quality_guidance", path)
+    qg = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(qg)
+    mtime = (bench / "class" / "baseline" / "model.json").stat().st_mtime_ns
+    assert qg.main(["--out", str(bench), "--weights", "1", "3"]) == 0
+    assert (bench / "class" / "baseline" / "model.json").stat().st_mtime_ns == mtime  # nothing retrained
+    text = (bench / "guidance.md").read_text().splitlines()
+    assert len(text) == 2 + 1 + 3 * 2  # header, (a) at w = 1, three guided arms at two weights
+    data = json.loads((bench / "results.json").read_text())
+    rows = {(line.split("|")[1].strip(), line.split("|")[2].strip()): line.split("|") for line in text[2:]}
+    # At w = 1 the scan redraws sample set 0 exactly as the benchmark did: the same FID.
+    for arm in ARMS:
+        fid = float(rows[(arm.title, "1")][3])
+        assert fid == pytest.approx(data[f"final/{arm.key}/0"]["fid"], abs=0.01)
+    scanned = {(r["arm"], r["w"]): r["fid"] for r in map(json.loads, capsys.readouterr().err.splitlines())}
+    assert scanned[("(c) class-conditional", 3.0)] != scanned[("(c) class-conditional", 1.0)]  # guidance acts

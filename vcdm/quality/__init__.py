@@ -21,7 +21,7 @@ this, beside config.json, summary.json and a summary report.md):
 """
 
 from vcdm.quality.arms import ARMS, GOAL, Arm, arm_config, quality_config, scale_budgets, with_train_seed
-from vcdm.quality.benchmark import image_seeds, load_splits, run_quality_benchmark
+from vcdm.quality.benchmark import image_seeds, load_splits, run_quality_benchmark, sample_arm
 from vcdm.quality.report import summarize, summarize_replicates, write_report, write_summary
 
 __all__ = [
@@ -33,6 +33,7 @@ __all__ = [
     "load_splits",
     "quality_config",
     "run_quality_benchmark",
+    "sample_arm",
     "scale_budgets",
     "summarize",
     "summarize_replicates",

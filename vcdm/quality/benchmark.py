@@ -269,7 +269,7 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: _Evaluation, seeds: list[int],
         for arm in (SINGLE, TWO):
             key = f"curve/{arm.key}/{budget}"
             if budget < dec_budgets[-1] and res.get(key) is None:
-                images = _sample_arm(runs[arm.key], arm, seeds[0], n, cfg.sample, train.num_classes)[0]
+                images = sample_arm(runs[arm.key], arm, seeds[0], n, cfg.sample, train.num_classes)[0]
                 log(f"{arm.title} at {budget} images: FID {evaluate(key, images)['fid']:.3f}")
 
     # ---- (c), and (d) with its class-conditional prior ----
@@ -291,7 +291,7 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: _Evaluation, seeds: list[int],
             key = f"final/{arm.key}/{seed}"
             if res.get(key) is not None:
                 continue
-            images, emb, timing = _sample_arm(runs[arm.key], arm, seed, n, cfg.sample, train.num_classes,
+            images, emb, timing = sample_arm(runs[arm.key], arm, seed, n, cfg.sample, train.num_classes,
                                               timed=j == 0)  # fmt: skip
             if j == 0:  # the first set's extras go in before its row, which marks the set as done
                 save_grid(images[:64], out / f"samples_{arm.key}.png", nrow=8)
@@ -351,7 +351,7 @@ def _decode(pipe: Pipeline, seeds: list[int], emb: torch.Tensor, labels: torch.T
     return torch.cat(out)
 
 
-def _sample_arm(run: Path, arm: Arm, seed: int, n: int, s: SampleConfig, num_classes: int, *,
+def sample_arm(run: Path, arm: Arm, seed: int, n: int, s: SampleConfig, num_classes: int, *,
                 timed: bool = False) -> tuple[torch.Tensor, torch.Tensor | None, dict[str, float]]:  # fmt: skip
     """Sample set `seed` of an arm: (images, normalised prior embeddings or None, timing).
 
