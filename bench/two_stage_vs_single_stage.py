@@ -7,9 +7,10 @@ with the same U-Net and image budget, samples each for several seed sets and wri
 precision, recall, class balance, the relative FID change of (b) vs (a) and (d) vs (c), FID along training,
 and the diagnostics: floor, oracle, prior quality, memorisation, time) and DIR/fid_vs_budget.png.
 
-The default (CPU) configuration takes about an hour on 2 cores; --scale multiplies every training budget
-(use 4 or more on a GPU, with wider nets through --set); --train-seeds 0 1 2 trains every arm once per seed
-and reports the spread over them (at these budgets the training seed moves FID more than the sampling seed).
+The default (CPU) configuration takes about 20 minutes per training seed on 2 idle cores; --scale multiplies
+every training budget (use 4 or more on a GPU, with wider nets through --set); --train-seeds 0 1 2 trains
+every arm once per seed and reports the spread over them (at these budgets the training seed moves FID more
+than the sampling seed).
 Timings on a shared machine are only indicative.
 """
 

@@ -16,8 +16,8 @@ images), an oracle arm (the decoder given real embeddings), the prior's Frechet 
 time. An interrupted benchmark resumes where it stopped."""
 
 EXAMPLES = """examples:
-  vcdm bench quality                                  # embedded MNIST, CPU configuration (about an hour)
-  vcdm bench quality --scale 0.25 --num-samples 500   # a quick look (about 15 minutes on 2 cores)
+  vcdm bench quality                                  # embedded MNIST, CPU configuration (~20 min on 2 cores)
+  vcdm bench quality --scale 0.25 --num-samples 500   # a quick look: a quarter of every budget
   vcdm bench quality --train-seeds 0 1 2              # every arm trained 3 times: the spread over training
   vcdm bench quality --data images/ --scale 8         # your labelled data, larger budgets (a GPU)
   vcdm bench quality --set decoder.net.base_channels=32 --set baseline.net.base_channels=32"""

@@ -37,7 +37,7 @@ GOAL = -0.40  # the project's target: two-stage FID at least 40% below single-st
 
 
 def quality_config() -> RunConfig:
-    """The CPU configuration (about an hour on 2 cores): the demo's nets and budgets (48k images per decoder).
+    """The CPU configuration (about 20 min per training seed on 2 idle cores): the demo's nets and budgets (48k images per decoder).
 
     Sampling: Heun with 10 steps in bf16 for every arm (measured on 500 samples at 32k training images: FID
     within 1-2 points of 18 fp32 steps or 20 Euler steps, at about half the time).
