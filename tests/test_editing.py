@@ -1,6 +1,7 @@
 """Editing with (y, x_T) on a trained tiny two-stage run: inversion, variations, interpolation, embedding
 edits, SDEdit and ILVR; slerp and PSNR analytically."""
 
+import contextlib
 import inspect
 import math
 
@@ -142,10 +143,10 @@ def test_latent_file_round_trip(tmp_path):
         load_latent(tmp_path / "bad.safetensors")
 
 
-def test_variations_keep_y_and_draw_x_T_from_the_seeds(pipe, images):
-    y = invert(pipe, images[:1], num_steps=2)[0]
-    seen = []
-    decoder = pipe.decoder
+@contextlib.contextmanager
+def decoder_embeddings(pipe):
+    """Record cond["emb"] of every decoder call made inside the block."""
+    seen, decoder = [], pipe.decoder
 
     def spy(x, sigma, cond):
         seen.append(cond["emb"])
@@ -153,9 +154,15 @@ def test_variations_keep_y_and_draw_x_T_from_the_seeds(pipe, images):
 
     pipe.decoder = spy
     try:
-        out = variations(pipe, y, [4, 5, 4], num_steps=4)
+        yield seen
     finally:
         pipe.decoder = decoder
+
+
+def test_variations_keep_y_and_draw_x_T_from_the_seeds(pipe, images):
+    y = invert(pipe, images[:1], num_steps=2)[0]
+    with decoder_embeddings(pipe) as seen:
+        out = variations(pipe, y, [4, 5, 4], num_steps=4)
     assert out.shape == (3, 1, 28, 28) and len(seen) == 4
     assert all(torch.equal(e, y.expand(3, -1)) for e in seen)  # every call is conditioned on y
     assert torch.allclose(out[0], out[2], atol=1e-5) and (out[0] - out[1]).abs().mean() > 0.05
@@ -178,18 +185,8 @@ def test_interpolation_endpoints_reconstruct_the_inputs(pipe, images):
 def test_embedding_edit_keeps_x_T_and_moves_y(pipe, images):
     y, x_T = invert(pipe, images[:2], num_steps=4)
     direction = torch.randn(8, generator=torch.Generator().manual_seed(0))
-    seen = []
-    decoder = pipe.decoder
-
-    def spy(x, sigma, cond):
-        seen.append(cond["emb"])
-        return decoder(x, sigma, cond)
-
-    pipe.decoder = spy
-    try:
+    with decoder_embeddings(pipe) as seen:
         out = edit_embedding(pipe, y, x_T, direction, [0.0, 2.0], num_steps=4)
-    finally:
-        pipe.decoder = decoder
     assert out.shape == (2, 2, 1, 28, 28)
     # Rows are images, columns strengths: (y_0, y_0 + 2d, y_1, y_1 + 2d), each with its image's x_T.
     expected = torch.stack([y[0], y[0] + 2 * direction, y[1], y[1] + 2 * direction])
