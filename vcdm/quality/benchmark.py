@@ -17,8 +17,15 @@ from vcdm.data import ImageData, load_dataset, load_mnist, save_grid
 from vcdm.embedders import embed_images
 from vcdm.errors import VcdmError
 from vcdm.eval import diagnostics as dg
+from vcdm.eval.classifier import ClassifierExtractor
 from vcdm.eval.memorization import nearest_neighbour_distances
-from vcdm.evaluate import build_reference, classifier_accuracy, get_classifier, score_features
+from vcdm.evaluate import (
+    Reference,
+    build_reference,
+    classifier_accuracy,
+    get_classifier,
+    score_features,
+)
 from vcdm.fileio import atomic_write_text
 from vcdm.pipeline import Pipeline, sample_stage
 from vcdm.quality.arms import (
@@ -169,10 +176,7 @@ def run_quality_benchmark(
     log(f"data: {train.source}, {len(train)} training images, {len(splits.reference)} reference, "
         f"{len(splits.heldout)} held-out; {splits.n} samples x {len(seeds)} seeds per arm"
         + (f"; training seeds {train_seeds}" if train_seeds and len(train_seeds) > 1 else ""))  # fmt: skip
-    extractor, clf_path = get_classifier(train, cfg.eval, progress=progress)
-    ev = _Evaluation(splits, extractor, build_reference(extractor, splits.reference, train, splits.heldout),
-                     {"classifier": extractor.name, "classifier_path": str(clf_path), "reference": splits.reference.source,
-                      "accuracy": classifier_accuracy(extractor, splits.reference)})  # fmt: skip
+    ev = prepare_evaluation(splits, cfg, progress=progress)
     if train_seeds is None or len(train_seeds) == 1:
         _run_replicate(out, cfg, ev, seeds, fractions, progress)
         return out / "report.md"
@@ -197,16 +201,26 @@ def _seed_list(seeds: Sequence[int], what: str) -> list[int]:
 
 
 @dataclass
-class _Evaluation:
-    """What every replicate is scored with: the data splits, the classifier's features, the reference."""
+class Evaluation:
+    """What every replicate is scored with: the data splits, the evaluation classifier, the reference."""
 
     splits: Splits
-    extractor: Any
-    ref: Any
-    info: dict[str, Any]
+    extractor: ClassifierExtractor
+    ref: Reference
+    info: dict[str, Any]  # the classifier's name, cache path and accuracy, and the reference's source
 
 
-def _run_replicate(out: Path, cfg: RunConfig, ev: _Evaluation, seeds: list[int], fractions: list[float],
+def prepare_evaluation(splits: Splits, cfg: RunConfig, *, progress: bool = True) -> Evaluation:
+    """The evaluation classifier for the splits' training set (trained once, cached) and the reference's
+    features, shared by every replicate of a benchmark and by anything that rescores its arms."""
+    extractor, clf_path = get_classifier(splits.train, cfg.eval, progress=progress)
+    ref = build_reference(extractor, splits.reference, splits.train, splits.heldout)
+    info = {"classifier": extractor.name, "classifier_path": str(clf_path), "reference": splits.reference.source,
+            "accuracy": classifier_accuracy(extractor, splits.reference)}  # fmt: skip
+    return Evaluation(splits, extractor, ref, info)
+
+
+def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], fractions: list[float],
                    progress: bool) -> dict[str, Any]:  # fmt: skip
     """Train, sample and score the four arms of one training replicate in `out`; returns its results."""
     t_start = time.perf_counter()
