@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format figures clean
+.PHONY: demo test test-slow lint format figures emoji-data clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,9 @@ format: $(STAMP)
 
 figures: $(STAMP)
 	$(BIN)/python scripts/figures.py --run runs/demo --out docs/figures
+
+emoji-data: $(STAMP)
+	$(BIN)/python -m vcdm.data.emoji
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

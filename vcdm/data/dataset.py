@@ -1,4 +1,7 @@
-"""The dataset config and the one entry point that loads any source: embedded MNIST, image folder, .npz."""
+"""The dataset config and the one entry point that loads any source: embedded MNIST, emoji, image folder, .npz.
+
+vcdm.data.emoji is imported where used, so that `python -m vcdm.data.emoji` does not import it twice.
+"""
 
 from __future__ import annotations
 
@@ -20,8 +23,8 @@ def _is_int(value: object) -> bool:
 class DataConfig:
     """Which images to train or evaluate on, and how to bring them to one shape."""
 
-    source: str = "mnist"  # "mnist" (embedded) | path to an image folder | path to an .npz file
-    split: str = "train"  # embedded MNIST only: "train" (50k) | "valid" (10k) | "test" (10k)
+    source: str = "mnist"  # "mnist" (embedded) | "emoji[:google|:twitter]" | image folder | .npz file
+    split: str = "train"  # MNIST: "train" (50k) | "valid" (10k) | "test" (10k); emoji: "train" | "test"
     image_size: int | None = (
         None  # None: keep native size (all must share it); else shorter side + centre crop
     )
@@ -35,9 +38,16 @@ class DataConfig:
             )
         if self.split not in SPLITS:
             raise VcdmError(f"data.split: got {self.split!r}, expected one of {', '.join(SPLITS)}")
-        if self.split != "train" and self.source != "mnist":
+        from vcdm.data import emoji
+
+        if emoji.emoji_vendors(self.source) is not None:
+            if self.split not in emoji.SPLITS:
+                raise VcdmError(
+                    f"data.split: got {self.split!r}, expected one of {', '.join(emoji.SPLITS)} for emoji"
+                )
+        elif self.split != "train" and self.source != "mnist":
             raise VcdmError(
-                f"data.split: {self.split!r} applies only to source 'mnist'; leave it 'train' here"
+                f"data.split: {self.split!r} applies only to sources 'mnist' and 'emoji'; leave it 'train' here"
             )
         if self.image_size is not None and not (_is_int(self.image_size) and self.image_size >= 8):
             raise VcdmError(f"data.image_size: got {self.image_size!r}, expected None or an integer >= 8")
@@ -50,15 +60,22 @@ class DataConfig:
 def load_dataset(cfg: DataConfig) -> ImageData:
     """Load the images `cfg` describes.
 
-    `cfg.source` "mnist" means the embedded dataset (a folder literally named mnist needs "./mnist"); an
+    `cfg.source` "mnist" means the embedded dataset (a folder literally named mnist needs "./mnist"),
+    "emoji", "emoji:google" or "emoji:twitter" the emoji images (fetched by `make emoji-data`); an
     existing folder is an image folder; a path ending in .npz is an .npz archive.
 
     Returns:
-        ImageData with uint8 (N, C, H, W) images, N <= cfg.limit, and labels where the source has them.
+        ImageData with uint8 (N, C, H, W) images, N <= cfg.limit, and labels (captions) where the source
+        has them.
     """
+    from vcdm.data.emoji import emoji_vendors, load_emoji
+
     options = {"image_size": cfg.image_size, "channels": cfg.channels, "limit": cfg.limit}
     if cfg.source == "mnist":
         return load_mnist(cfg.split, **options)
+    vendors = emoji_vendors(cfg.source)
+    if vendors is not None:
+        return load_emoji(vendors, cfg.split, **options)
     path = Path(cfg.source)
     if path.is_dir():
         return load_image_folder(path, **options)

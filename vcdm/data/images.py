@@ -32,18 +32,22 @@ class ImageData:
         labels: int64 (N,) class indices in [0, num_classes), or None when unlabelled.
         class_names: one name per class index; () when unlabelled.
         source: human-readable origin, e.g. "mnist:train" or the folder path.
+        captions: one text per image (e.g. the emoji dataset's names), or None.
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     class_names: tuple[str, ...]
     source: str
+    captions: list[str] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
             raise ValueError(
                 f"images must be uint8 (N, 1|3, H, W), got {self.images.dtype} {self.images.shape}"
             )
+        if self.captions is not None and len(self.captions) != len(self.images):
+            raise ValueError(f"captions must be {len(self.images)}, one per image, got {len(self.captions)}")
         if self.labels is None:
             if self.class_names:
                 raise ValueError("class_names given without labels")
@@ -64,9 +68,12 @@ class ImageData:
         return len(self.images)
 
     def subset(self, index: torch.Tensor | slice) -> ImageData:
-        """The images (and labels) selected by `index` (a slice, an int64 index or a bool mask (N,))."""
+        """The images (labels, captions) selected by `index` (a slice, an int64 index or a bool mask (N,))."""
         labels = None if self.labels is None else self.labels[index]
-        return ImageData(self.images[index], labels, self.class_names, self.source)
+        captions = None
+        if self.captions is not None:  # the rows `index` picks, found the way torch indexes the images
+            captions = [self.captions[i] for i in torch.arange(len(self.images))[index].tolist()]
+        return ImageData(self.images[index], labels, self.class_names, self.source, captions)
 
     def as_float(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images as float32 in [-1, 1], (N, C, H, W) or the rows selected by `index`."""
