@@ -7,7 +7,7 @@ stage) and a noise-aware classifier p(a | x, sigma) (DIR/noisy_classifier), then
 --num images for each requested class from the same seeds with classifier guidance
 D_s = D + s sigma^2 grad_x log p(a | x, sigma) (Dhariwal & Nichol 2021), and prints a markdown table:
 
-- accuracy: share of samples that the separate, clean evaluation classifier (vcdm.evaluate.get_classifier,
+- accuracy: share of samples that the separate, clean evaluation classifier (vcdm.eval.scoring.get_classifier,
   trained once on the training set and cached) assigns to the requested class;
 - feature distance within requested class: mean pairwise Euclidean distance between the evaluation
   classifier's features of the samples requested for one class, averaged over classes; it also falls when
@@ -41,13 +41,13 @@ from vcdm.data import ImageData, load_dataset, load_mnist, save_grid  # noqa: E4
 from vcdm.errors import VcdmError  # noqa: E402
 from vcdm.eval.fid import fid_from_features  # noqa: E402
 from vcdm.eval.prdc import precision_recall  # noqa: E402
-from vcdm.evaluate import get_classifier  # noqa: E402
+from vcdm.eval.scoring import get_classifier  # noqa: E402
 from vcdm.fileio import atomic_write_text  # noqa: E402
-from vcdm.guidance import classifier_guidance, load_noisy_classifier, train_noisy_classifier  # noqa: E402
-from vcdm.guidance.classifier import STAGE_DIR, noisy_classifier_sigma_data  # noqa: E402
+from vcdm.guidance import classifier_guidance  # noqa: E402
 from vcdm.pipeline import Pipeline, sample_stage  # noqa: E402
 from vcdm.runs import save_config, stage_done  # noqa: E402
-from vcdm.stages import train_decoder  # noqa: E402
+from vcdm.stages import load_noisy_classifier, train_stage  # noqa: E402
+from vcdm.stages.classifier import NOISY_DIR  # noqa: E402
 
 DEFAULT_BASELINE_NIMG = 24_000
 
@@ -79,10 +79,10 @@ def prepare_run(run: Path, baseline_nimg: int | None, progress: bool) -> tuple[R
         )
     data = load_dataset(cfg.data)
     if not stage_done(run / "baseline", cfg.baseline.train.total_nimg):
-        res = train_decoder(run, cfg, data, stage="baseline", progress=progress)
+        res = train_stage("baseline", run, cfg, data, progress=progress)
         print(f"baseline: {res.nimg} images in {res.seconds:.0f} s")
-    if not stage_done(run / STAGE_DIR, cfg.eval.classifier_train.total_nimg):
-        res = train_noisy_classifier(run, cfg, data, progress=progress)
+    if not stage_done(run / NOISY_DIR, cfg.eval.classifier_train.total_nimg):
+        res = train_stage("noisy-classifier", run, cfg, data, progress=progress)
         print(f"noisy classifier: {res.nimg} images in {res.seconds:.0f} s")
     return cfg, data
 
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"training and evaluation classifier ready in {time.perf_counter() - t0:.0f} s")
 
     pipe = Pipeline.from_run(run, "baseline")
-    classifier = load_noisy_classifier(run / STAGE_DIR)
-    sigma_data = noisy_classifier_sigma_data(run / STAGE_DIR)
+    classifier, sigma_data = load_noisy_classifier(run)
     requested = torch.tensor(classes).repeat_interleave(args.num)
     rows, n_grid = {}, min(args.num, 10)
     real, real_labels = heldout_per_class(args.num, classes)
@@ -172,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     n = len(requested)
     lines = [
         f"Classifier guidance of the single-stage unconditional model ({trained_nimg(run / 'baseline')} "
-        f"training images; noisy classifier {trained_nimg(run / STAGE_DIR)} images), Heun {args.steps} "
+        f"training images; noisy classifier {trained_nimg(run / NOISY_DIR)} images), Heun {args.steps} "
         f"steps, {args.num} samples per class x {len(classes)} classes = {n} per row, same seeds "
         f"for every scale. Features: evaluation classifier `{extractor.name}`; FID and recall against "
         f"MNIST {cfg.eval.reference_split} (10,000 images).",

@@ -28,7 +28,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 from vcdm.config import load_config  # noqa: E402
 from vcdm.errors import VcdmError  # noqa: E402
 from vcdm.eval.diagnostics import relative_change  # noqa: E402
-from vcdm.evaluate import score  # noqa: E402
+from vcdm.eval.scoring import score  # noqa: E402
 from vcdm.fileio import atomic_write_text  # noqa: E402
 from vcdm.quality import ARMS, load_splits, prepare_evaluation, sample_arm  # noqa: E402
 

@@ -24,7 +24,7 @@ import sys
 # makes torch's threads several times slower whenever another process holds a core.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from vcdm.cli_quality import DESCRIPTION, EXAMPLES, add_arguments, run  # noqa: E402
+from vcdm.cli.bench import DESCRIPTION, EXAMPLES, add_arguments, run  # noqa: E402
 from vcdm.errors import VcdmError  # noqa: E402
 from vcdm.training import distributed as dist  # noqa: E402
 

@@ -44,7 +44,7 @@ def train_run(run: Path, preset: str, budget: float) -> None:
     from vcdm.config import preset as get_preset
     from vcdm.data import load_dataset
     from vcdm.runs import save_config, stage_done
-    from vcdm.stages import compute_embeddings, train_decoder, train_embedder, train_prior
+    from vcdm.stages import compute_embeddings, train_stage
 
     def scaled(stage):
         total = max(stage.train.batch_size, int(stage.train.total_nimg * budget))
@@ -62,13 +62,13 @@ def train_run(run: Path, preset: str, budget: float) -> None:
     data = load_dataset(cfg.data)
     new_embedder = not stage_done(run / "embedder", cfg.embedder.train.total_nimg)
     if new_embedder:
-        train_embedder(run, cfg, data)
+        train_stage("embedder", run, cfg, data)
     if new_embedder or not (run / "embeddings.safetensors").is_file():  # embeddings of this embedder
         compute_embeddings(run, cfg, data)
     if not stage_done(run / "prior", cfg.prior.train.total_nimg):
-        train_prior(run, cfg, data)
+        train_stage("prior", run, cfg, data)
     if not stage_done(run / "decoder", cfg.decoder.train.total_nimg):
-        train_decoder(run, cfg, data, stage="decoder")
+        train_stage("decoder", run, cfg, data)
 
 
 def write_inputs(run: Path, out: Path) -> dict[int, str]:
@@ -95,7 +95,7 @@ def write_inputs(run: Path, out: Path) -> dict[int, str]:
 
 def run_edit(argv: list[str]) -> None:
     """Run `vcdm edit ARGV` in this process (the same parser and handler as the vcdm command)."""
-    from vcdm.cli_edit import add_parser, run
+    from vcdm.cli.edit import add_parser, run
 
     parser = argparse.ArgumentParser(prog="vcdm")
     add_parser(parser.add_subparsers(dest="command"))
@@ -104,7 +104,7 @@ def run_edit(argv: list[str]) -> None:
 
 def psnr_table(run: Path, inputs: dict[int, str]) -> list[str]:
     """Markdown rows: mean / min PSNR of inversion -> decoding against steps, without and with refinement."""
-    from vcdm.cli_edit import read_images
+    from vcdm.cli.common import read_images
     from vcdm.editing import invert, load_pipeline, psnr, reconstruct
 
     pipe = load_pipeline(run)
@@ -140,10 +140,10 @@ def make_figures(run: Path, out: Path, work: Path, inputs: dict[int, str], steps
          ["embed-edit", r, "--latent", latent, "--index", str(keys.index(c)), "--classes", str(c), str(c_to),
           "--strengths", *STRENGTHS, "--steps", str(steps)]),
         ("sdedit", f"SDEdit of input {b}: columns sigma_0 = {' '.join(SIGMA_0)}; rows: two seeds, y from "
-         "the prior.", ["sdedit", r, inputs[b], "--sigma0", *SIGMA_0, "--num", "2", *s]),
+         "the prior.", ["sdedit", r, inputs[b], "--sigma0", *SIGMA_0, "--num", "2", "--sampler", "euler", *s]),
         ("ilvr", f"ILVR toward input {a}: columns N = {' '.join(ILVR_FACTORS)}; rows: two seeds, y from the "
          "prior; corrections stop at sigma 0.3 (the last steps are the model's own).",
-         ["ilvr", r, inputs[a], "--factor", *ILVR_FACTORS, "--sigma-stop", "0.3", "--num", "2", *s]),
+         ["ilvr", r, inputs[a], "--factor", *ILVR_FACTORS, "--sigma-stop", "0.3", "--num", "2", "--sampler", "euler", *s]),
     ]  # fmt: skip
     figures = []
     for name, caption, argv in specs:

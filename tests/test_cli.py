@@ -58,7 +58,9 @@ def test_same_seed_same_image_whatever_the_batch(run):
 
 def test_finished_stage_and_full_output_dir_need_force(run, tmp_path, capsys):
     assert main(["train", "decoder", str(run), "--no-progress"]) == 2
-    assert "already holds a model trained for 256 images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "already holds a decoder model trained for 256 images; pass --force" in err
+    assert "--set decoder.train.total_nimg=N" in err
     out = tmp_path / "s"
     out.mkdir()
     (out / "keep.png").write_bytes(b"x")

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vcdm.cli import main
-from vcdm.cli_edit import add_parser, run
+from vcdm.cli.edit import add_parser, run
 from vcdm.data import load_mnist, save_images
 from vcdm.data.images import load_pngs
 from vcdm.editing import load_latent

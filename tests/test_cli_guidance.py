@@ -1,4 +1,4 @@
-"""The guidance glue of `vcdm train noisy-classifier` and `vcdm sample`, via the functions cli.py calls."""
+"""The guidance glue of `vcdm train noisy-classifier` and `vcdm sample` (vcdm.cli.sample)."""
 
 import argparse
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 from PIL import Image
 
-from vcdm.cli_guidance import (
+from vcdm.cli import main
+from vcdm.cli.sample import (
     add_guidance_args,
     guidance_wrappers,
     load_target_image,
-    train_stage,
     uses_label_for_guidance_only,
 )
 from vcdm.config import preset
@@ -18,7 +18,7 @@ from vcdm.data import load_dataset
 from vcdm.errors import VcdmError
 from vcdm.pipeline import Pipeline, sample_stage
 from vcdm.runs import save_config
-from vcdm.stages import load_embedder, train_decoder, train_embedder
+from vcdm.stages import load_embedder, train_stage
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,10 @@ def run(tmp_path_factory):
     cfg = preset("tiny")
     save_config(run, cfg)
     data = load_dataset(cfg.data)
-    train_embedder(run, cfg, data, progress=False)
-    train_decoder(run, cfg, data, stage="baseline", progress=False)
-    summary = train_stage(argparse.Namespace(run=str(run), force=False, no_progress=True), cfg)
-    assert summary.startswith("noisy-classifier: 256 images") and "noisy_classifier" in summary
+    train_stage("embedder", run, cfg, data, progress=False)
+    train_stage("baseline", run, cfg, data, progress=False)
+    assert main(["train", "noisy-classifier", str(run), "--no-progress"]) == 0
+    assert (run / "noisy_classifier" / "model.safetensors").is_file()
     return run
 
 
@@ -52,10 +52,11 @@ def test_defaults_give_the_identity(run):
     assert guidance_wrappers(args)(_denoiser) is _denoiser
 
 
-def test_finished_noisy_classifier_needs_force(run):
-    cfg = preset("tiny")
-    with pytest.raises(VcdmError, match="already holds a noisy classifier trained for 256 images"):
-        train_stage(argparse.Namespace(run=str(run), force=False, no_progress=True), cfg)
+def test_finished_noisy_classifier_needs_force(run, capsys):
+    assert main(["train", "noisy-classifier", str(run), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a noisy-classifier model trained for 256 images; pass --force" in err
+    assert "--set eval.classifier_train.total_nimg=N" in err
 
 
 def test_classifier_guidance_flags(run, tmp_path):

@@ -32,7 +32,8 @@ from vcdm.editing import (
 )
 from vcdm.errors import VcdmError
 from vcdm.pipeline import Pipeline, sampling_sigmas
-from vcdm.samplers import SAMPLERS, euler, seeded_noise
+from vcdm.samplers import SAMPLERS, euler
+from vcdm.seeding import COMPONENT_STREAMS, START, seeded_randn
 
 needs_correct_hook = pytest.mark.skipif(
     "correct" not in inspect.signature(euler).parameters,
@@ -152,11 +153,11 @@ def decoder_embeddings(pipe):
         seen.append(cond["emb"])
         return decoder(x, sigma, cond)
 
-    pipe.decoder = spy
+    pipe.components["decoder"].denoiser = spy
     try:
         yield seen
     finally:
-        pipe.decoder = decoder
+        pipe.components["decoder"].denoiser = decoder
 
 
 def test_variations_keep_y_and_draw_x_T_from_the_seeds(pipe, images):
@@ -166,8 +167,10 @@ def test_variations_keep_y_and_draw_x_T_from_the_seeds(pipe, images):
     assert out.shape == (3, 1, 28, 28) and len(seen) == 4
     assert all(torch.equal(e, y.expand(3, -1)) for e in seen)  # every call is conditioned on y
     assert torch.allclose(out[0], out[2], atol=1e-5) and (out[0] - out[1]).abs().mean() > 0.05
-    same = reconstruct(pipe, y, seeded_noise((1, 28, 28), [5]), num_steps=4)
-    assert torch.allclose(out[1:2], same, atol=1e-5)
+    same = reconstruct(
+        pipe, y, seeded_randn([5], (1, 28, 28), COMPONENT_STREAMS["decoder"], START), num_steps=4
+    )
+    assert torch.allclose(out[1:2], same, atol=1e-5)  # x_T(seed) is the noise `pipe(seeds)` starts from
 
 
 def test_interpolation_endpoints_reconstruct_the_inputs(pipe, images):

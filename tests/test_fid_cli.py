@@ -28,7 +28,7 @@ def _fid(capsys, *args):
 
 
 def test_fid_between_all_kinds_of_sides(run, tmp_path, capsys):
-    clf = str(run / "classifier" / "classifier.safetensors")
+    clf = str(run / "classifier")
     test = load_mnist("test", limit=64)
     save_images(test.as_float(), tmp_path / "folder", [f"{i:03d}.png" for i in range(64)])
     np.savez(tmp_path / "imgs.npz", images=test.images[:, 0].numpy())
@@ -49,6 +49,6 @@ def test_fid_errors(run, tmp_path, capsys):
     assert "nope.safetensors does not exist" in capsys.readouterr().err
     assert main(["fid", str(run), "mnist:test", "--features", "inception"]) == 2
     assert "--inception" in capsys.readouterr().err
-    clf = str(run / "classifier" / "classifier.safetensors")
+    clf = str(run / "classifier")
     assert main(["fid", str(run), "mnist:test", "--classifier", clf]) == 2
     assert "pass --num" in capsys.readouterr().err

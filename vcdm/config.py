@@ -19,15 +19,16 @@ from vcdm.data.augment import AugmentConfig
 from vcdm.data.dataset import DataConfig
 from vcdm.embedders.learned import EncoderConfig
 from vcdm.errors import VcdmError
-from vcdm.eval.classifier import ClassifierConfig
+from vcdm.networks.classifier import ClassifierConfig
 from vcdm.networks.prior import PriorConfig
 from vcdm.networks.unet import UNetConfig
+from vcdm.samplers import SAMPLERS
 from vcdm.training.loop import TrainConfig
 
 PARAMETERIZATIONS = ("edm", "eps")
 EMBEDDER_KINDS = ("learned", "clip", "precomputed")
 CONDITIONS = ("embedding", "embedding+label", "label", "none")
-SAMPLER_NAMES = ("heun", "euler", "ddim", "ddpm")
+SAMPLER_NAMES = tuple(SAMPLERS)  # the samplers registry is the one list of names
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
 import time
 from pathlib import Path
 
@@ -12,12 +10,13 @@ import torch
 from vcdm.config import RunConfig, preset
 from vcdm.data import load_dataset, load_mnist, save_grid
 from vcdm.embedders import knn_accuracy
-from vcdm.errors import VcdmError
 from vcdm.fileio import atomic_write_text
 from vcdm.pipeline import Pipeline
-from vcdm.runs import save_config, stage_done
-from vcdm.stages import compute_embeddings, load_embedder, train_decoder, train_embedder, train_prior
+from vcdm.runs import RunDir, guard, num_params
+from vcdm.stages import compute_embeddings, get_kind, load_embedder, resolve_for_data, train_stage
 from vcdm.training import distributed as dist
+
+DEMO_STAGES = ("embedder", "prior", "decoder", "baseline")
 
 
 def run_demo(
@@ -34,36 +33,24 @@ def run_demo(
     An interrupted demo resumes where it stopped (each stage from its last checkpoint). A finished one is
     kept unless force=True. Returns the report's path.
     """
-    out = Path(out_dir)
-    if (out / "report.md").exists():
-        if not force:
-            raise VcdmError(
-                f"{out} already holds a finished demo ({out / 'report.md'}); pass --force to redo it"
-            )
-        shutil.rmtree(out)
+    run = RunDir(out_dir)
+    out = run.path
+    guard(out, run.report.exists(), force, f"a finished demo ({run.report})", "redo it")
     cfg = cfg or preset("mnist")
     t_start = time.perf_counter()
-    save_config(out, cfg)
     log = dist.print0
     data = load_dataset(cfg.data)
+    run.save_config(resolve_for_data(cfg, data, run))
     log(f"data: {data.source}, {len(data)} images {tuple(data.images.shape[1:])}, {data.num_classes} classes")
 
-    def stage(name: str, fn, total: int) -> None:
-        if stage_done(out / name, total):
-            log(f"[{name}] already trained, reusing {out / name}")
-            return
-        fn()
-
-    stage(
-        "embedder", lambda: train_embedder(out, cfg, data, progress=progress), cfg.embedder.train.total_nimg
-    )
-    if not (out / "embeddings.safetensors").is_file():
-        compute_embeddings(out, cfg, data, progress=progress)
-    stage("prior", lambda: train_prior(out, cfg, data, progress=progress), cfg.prior.train.total_nimg)
-    stage("decoder", lambda: train_decoder(out, cfg, data, stage="decoder", progress=progress),
-          cfg.decoder.train.total_nimg)  # fmt: skip
-    stage("baseline", lambda: train_decoder(out, cfg, data, stage="baseline", progress=progress),
-          cfg.baseline.train.total_nimg)  # fmt: skip
+    for name in DEMO_STAGES:
+        if name == "prior" and not run.embeddings.is_file():
+            compute_embeddings(out, cfg, data, progress=progress)
+        kind = get_kind(name)
+        if run.stage_done(kind.folder, kind.train_config(cfg).total_nimg):
+            log(f"[{name}] already trained, reusing {run.stage(kind.folder)}")
+        else:
+            train_stage(name, out, cfg, data, progress=progress)
 
     # One sample set per model: the grid shows its first `num_samples`, the metrics use all of it.
     n_eval = max(num_samples, cfg.eval.num_samples) if cfg.data.source == "mnist" else num_samples
@@ -80,14 +67,14 @@ def run_demo(
     quality = _quality(cfg, data, samples, progress) if cfg.data.source == "mnist" else None
     knn = _embedder_knn(out, cfg)
     report = _report(out, cfg, data, sampling, knn, n_eval, quality, time.perf_counter() - t_start)
-    atomic_write_text(out / "report.md", report)
-    log(f"wrote {out / 'report.md'}")
-    return out / "report.md"
+    atomic_write_text(run.report, report)
+    log(f"wrote {run.report}")
+    return run.report
 
 
 def _quality(cfg: RunConfig, data, samples: dict, progress: bool) -> dict:
     """FID / precision / recall / class histogram / near copies of each sample set on classifier features."""
-    from vcdm.evaluate import build_reference, classifier_accuracy, get_classifier, score
+    from vcdm.eval.scoring import build_reference, classifier_accuracy, get_classifier, score
 
     t0 = time.perf_counter()
     extractor, path = get_classifier(data, cfg.eval, progress=progress)
@@ -136,16 +123,6 @@ def _embedder_knn(out: Path, cfg: RunConfig) -> float | None:
     return knn_accuracy(e_train, train.labels[:10000], e_test, test.labels[:2000], k=10)
 
 
-def _stage_meta(out: Path, name: str) -> dict:
-    return json.loads((out / name / "model.json").read_text())
-
-
-def _params(out: Path, name: str) -> int:
-    from safetensors.torch import load_file
-
-    return sum(t.numel() for t in load_file(out / name / "model.safetensors").values())
-
-
 def _report(
     out: Path,
     cfg: RunConfig,
@@ -159,8 +136,8 @@ def _report(
     rows = []
     for name, what in (("embedder", "contrastive image encoder"), ("prior", "transformer prior over y"),
                        ("decoder", "U-Net p(x | y)"), ("baseline", "U-Net p(x), single-stage")):  # fmt: skip
-        m = _stage_meta(out, name)
-        rows.append(f"| {name} | {what} | {_params(out, name):,} | {m['nimg']:,} | {m['seconds']:.0f} | "
+        m = RunDir(out).stage_meta(name)
+        rows.append(f"| {name} | {what} | {num_params(out / name):,} | {m['nimg']:,} | {m['seconds']:.0f} | "
                     f"{m['nimg'] / max(m['seconds'], 1e-9):.0f} |")  # fmt: skip
     s = cfg.sample
     lines = [

@@ -49,3 +49,10 @@ def _fsync_dir(directory: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def cache_dir() -> Path:
+    """vcdm's user cache: $VCDM_CACHE_DIR, else $XDG_CACHE_HOME/vcdm, else ~/.cache/vcdm."""
+    if os.environ.get("VCDM_CACHE_DIR"):
+        return Path(os.environ["VCDM_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vcdm"

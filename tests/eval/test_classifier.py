@@ -4,20 +4,14 @@ import json
 import pytest
 import torch
 
+from vcdm.config import to_dict
 from vcdm.data.mnist import load_mnist
 from vcdm.errors import VcdmError
-from vcdm.eval.classifier import (
-    Classifier,
-    ClassifierConfig,
-    ClassifierExtractor,
-    ClassifierTask,
-    accuracy,
-    classifier_input,
-    load_classifier,
-    random_translate,
-    save_classifier,
-)
+from vcdm.eval.classifier import ClassifierExtractor, accuracy
 from vcdm.eval.features import FeatureExtractor
+from vcdm.networks.classifier import Classifier, ClassifierConfig, classifier_input
+from vcdm.stages import ClassifierTask, load_model, random_translate
+from vcdm.training.checkpoint import save_export
 
 SMALL = ClassifierConfig(channels=(8, 16, 32), feature_dim=64)
 # A (8, 16, 32) net after 150 AdamW steps of 64 images (linear LR decay) reaches 0.963 on the 2k test
@@ -92,21 +86,25 @@ def test_extractor_predict_agrees_with_logits_and_features_have_dim(trained, mni
         ext.features(torch.zeros(2, 3, 32, 32))
 
 
-def test_save_load_round_trip_keeps_logits_and_name(trained, tmp_path):
-    path = tmp_path / "clf.safetensors"
-    save_classifier(trained, path)
-    loaded = load_classifier(path)
+def test_export_load_round_trip_keeps_logits_and_name(trained, tmp_path):
+    stage = tmp_path / "classifier"
+    save_export(stage, trained, {"kind": "classifier", "net": to_dict(trained.cfg)})
+    loaded, _ = load_model(stage, "classifier")
     assert loaded.cfg == SMALL
     x = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0)) * 2 - 1
     with torch.no_grad():
         assert torch.equal(loaded(x), trained(x))
-    assert ClassifierExtractor.from_file(path).name == ClassifierExtractor(trained).name
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"nope")
-    with pytest.raises(VcdmError, match="junk.safetensors"):
-        load_classifier(junk)
-    with pytest.raises(VcdmError, match="does not exist"):
-        load_classifier(tmp_path / "absent.safetensors")
+    assert ClassifierExtractor.from_file(stage).name == ClassifierExtractor(trained).name
+    assert (
+        ClassifierExtractor.from_file(stage / "model.safetensors").name == ClassifierExtractor(trained).name
+    )
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.json").write_text("{")
+    (tmp_path / "junk" / "model.safetensors").write_bytes(b"nope")
+    with pytest.raises(VcdmError, match="junk/model.json"):
+        ClassifierExtractor.from_file(tmp_path / "junk")
+    with pytest.raises(VcdmError, match="absent/model.safetensors: missing"):
+        ClassifierExtractor.from_file(tmp_path / "absent")
 
 
 def test_shapes_and_config_json_round_trip():

@@ -1,9 +1,12 @@
 import pytest
 import torch
 
+from vcdm.config import to_dict
 from vcdm.errors import VcdmError
-from vcdm.eval.classifier import Classifier, ClassifierConfig, ClassifierExtractor, save_classifier
+from vcdm.eval.classifier import ClassifierExtractor
 from vcdm.eval.features import FeatureExtractor, load_extractor
+from vcdm.networks.classifier import Classifier, ClassifierConfig
+from vcdm.training.checkpoint import save_export
 
 
 def test_unknown_kind_lists_the_allowed_ones():
@@ -28,8 +31,8 @@ def test_classifier_kind_loads_an_export(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = Classifier(ClassifierConfig(channels=(8, 16), feature_dim=16))
-    path = tmp_path / "clf.safetensors"
-    save_classifier(model, path)
+    path = tmp_path / "classifier"
+    save_export(path, model, {"kind": "classifier", "net": to_dict(model.cfg)})
     ext = load_extractor("classifier", str(path))
     assert isinstance(ext, ClassifierExtractor) and isinstance(ext, FeatureExtractor)
     assert ext.dim == 16 and ext.name == ClassifierExtractor(model).name

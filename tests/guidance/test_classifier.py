@@ -1,17 +1,13 @@
-import json
 import math
 
 import pytest
 import torch
 from torch import nn
 
-from vcdm.config import preset
-from vcdm.data import load_dataset
 from vcdm.errors import VcdmError
-from vcdm.eval.classifier import Classifier, ClassifierConfig, classifier_input
-from vcdm.guidance import classifier_free, classifier_guidance, load_noisy_classifier, train_noisy_classifier
-from vcdm.guidance.classifier import classifier_log_prob_grad, noisy_classifier_sigma_data
-from vcdm.runs import stage_done
+from vcdm.guidance import classifier_free, classifier_guidance
+from vcdm.guidance.classifier import classifier_log_prob_grad
+from vcdm.networks.classifier import Classifier, ClassifierConfig, classifier_input
 from vcdm.samplers import euler
 
 SD = 0.5  # sigma_data
@@ -177,30 +173,3 @@ def test_plain_classifier_is_rejected():
     plain = Classifier(ClassifierConfig(image_size=8, channels=(8,), feature_dim=8))
     with pytest.raises(VcdmError, match="noise-conditioned"):
         classifier_guidance(lambda x, s, c: x, plain, 0, 1.0)
-
-
-def test_train_export_and_load_noisy_classifier(tmp_path):
-    cfg = preset("tiny")
-    data = load_dataset(cfg.data)
-    state = torch.random.get_rng_state()
-    res = train_noisy_classifier(tmp_path, cfg, data, progress=False)
-    assert torch.equal(torch.random.get_rng_state(), state)  # global RNG untouched
-    out = tmp_path / "noisy_classifier"
-    meta = json.loads((out / "model.json").read_text())
-    assert (
-        meta["kind"] == "noisy_classifier"
-        and meta["nimg"] == res.nimg == cfg.eval.classifier_train.total_nimg
-    )
-    assert meta["noise"] == {"p_mean": -1.2, "p_std": 1.2, "sigma_data": 0.5}
-    assert stage_done(out, cfg.eval.classifier_train.total_nimg)
-    model = load_noisy_classifier(out)
-    assert model.cfg.noise_conditioned and model.cfg.num_classes == 10 and not model.training
-    assert all(not p.requires_grad for p in model.parameters())
-    assert noisy_classifier_sigma_data(out) == 0.5
-    x = data.as_float(slice(0, 4))
-    with torch.no_grad():
-        assert torch.equal(
-            model(*classifier_input(x, torch.ones(4))), res.ema.eval()(*classifier_input(x, torch.ones(4)))
-        )
-    with pytest.raises(VcdmError, match="vcdm train noisy-classifier"):
-        load_noisy_classifier(tmp_path / "missing")

@@ -184,4 +184,13 @@ def test_config_validation_names_the_field(field, value):
     if field == "attn_heads":
         overrides["attn_resolutions"] = (28,)
     with pytest.raises(VcdmError, match=f"UNetConfig.{field}"):
-        UNetConfig(**overrides)
+        UNet(UNetConfig(**overrides))  # the size-dependent checks run when the network is built
+
+
+def test_size_checks_wait_for_the_resolved_image_size():
+    cfg = UNetConfig(image_size=28, attn_resolutions=(8,))  # valid once the data's 32x32 is filled in
+    with pytest.raises(
+        VcdmError, match=r"decoder.net.attn_resolutions: 8 is not a feature-map size .* \(28, 14, 7\)"
+    ):
+        cfg.check_sizes("decoder.net")
+    dataclasses.replace(cfg, image_size=32).check_sizes("decoder.net")

@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from vcdm.cli_quality import add_parser, run
+from vcdm.cli.bench import add_parser, run
 from vcdm.config import preset
 from vcdm.errors import VcdmError
 from vcdm.quality import (

@@ -59,6 +59,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        description=DESCRIPTION, epilog=EXAMPLES,
                        formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_arguments(q)
+    bench.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> None:

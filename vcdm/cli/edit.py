@@ -1,7 +1,7 @@
 """`vcdm edit`: invert, variations, interpolate, embed-edit, sdedit, ilvr on a trained run.
 
-Parse, read the images, call vcdm.editing, write PNGs. `add_parser` adds the subcommand to vcdm's parser
-and `run` handles it.
+Parse, read the images, call vcdm.editing, write PNGs. The sampler and step count default to the run's
+`sample` config (sample.sampler, sample.num_steps), as for `vcdm sample`.
 """
 
 from __future__ import annotations
@@ -11,14 +11,13 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vcdm.cli.common import positive, read_images
 from vcdm.errors import VcdmError
 
 if TYPE_CHECKING:  # torch loads inside the handlers, after vcdm.cli.main has set OMP_WAIT_POLICY
     from torch import Tensor
 
 EDIT_COMMANDS = ("invert", "variations", "interpolate", "embed-edit", "sdedit", "ilvr")
-SAMPLER_CHOICES = ("euler", "heun", "ddim", "ddpm")
-DEFAULT_STEPS = 50
 LATENT_FILE = "latent.safetensors"
 
 _DESCRIPTIONS = {
@@ -50,12 +49,12 @@ N keeps only its coarse structure. grid.png: one row per seed, one column per fa
 
 
 def _common(p: argparse.ArgumentParser, steps_from_latent: bool = False) -> None:
-    latent = ", or the latent's" if steps_from_latent else ""
+    latent = " or the latent's" if steps_from_latent else ""
     p.add_argument("run", metavar="RUN", help="run directory with trained stages (vcdm demo / vcdm train)")
     p.add_argument("--out", metavar="DIR", help="output directory (default: RUN/edits/COMMAND)")
     p.add_argument("--force", action="store_true", help="overwrite an output directory that holds files")
     p.add_argument(
-        "--steps", type=int, metavar="N", help=f"sampling steps (default: {DEFAULT_STEPS}{latent})"
+        "--steps", type=int, metavar="N", help=f"sampling steps (default:{latent} the run's sample.num_steps)"
     )
     p.add_argument("--guidance", type=float, default=1.0, help="decoder classifier-free guidance weight "
                    "(1 = as trained, the default)")  # fmt: skip
@@ -83,7 +82,9 @@ def _guided(p: argparse.ArgumentParser, image: str) -> None:
     _common(p)
     p.add_argument("image", metavar="IMAGE", help=f"the {image} image file")
     _seeds(p, 4)
-    p.add_argument("--sampler", choices=SAMPLER_CHOICES, default="euler", help="sampler (default: euler)")
+    from vcdm.samplers import SAMPLERS
+
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), help="sampler (default: the run's sample.sampler)")
     p.add_argument("--stage", choices=("decoder", "baseline"), default="decoder", help="decoder: the "
                    "two-stage model (default); baseline: the single-stage one")  # fmt: skip
     p.add_argument("--cond", choices=("prior", "image"), default="prior",
@@ -100,6 +101,7 @@ def add_parser(subparsers: Any) -> None:
 
     edit = add("edit", "edit images with a trained run: invert, variations, interpolate, embed-edit, sdedit, "
                "ilvr", subparsers)  # fmt: skip
+    edit.set_defaults(handler=run)
     sub = edit.add_subparsers(dest="edit_command", required=True, metavar="EDIT")
 
     p = add("invert", "find (y, x_T) of images, decode them back, report PSNR", sub)
@@ -148,37 +150,19 @@ def add_parser(subparsers: Any) -> None:
 # ---- helpers ----
 
 
-def read_images(paths: list[str], image_shape: tuple[int, int, int]) -> Tensor:
-    """Read image files and conform them to (C, H, W) = image_shape: float32 in [-1, 1] (N, C, H, W)."""
-    import numpy as np
-    import torch
-    from PIL import Image, UnidentifiedImageError
+def _sample_defaults(args: argparse.Namespace) -> tuple[int, str]:
+    """(steps, sampler): --steps / --sampler, else the run's sample config."""
+    from vcdm.runs import RunDir
 
-    from vcdm.data.images import conform_image, to_l_or_rgb
-
-    c, h, _ = image_shape
-    out = []
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                out.append(conform_image(to_l_or_rgb(img), h, c))
-        except FileNotFoundError:
-            raise VcdmError(f"{path}: image file not found") from None
-        except (UnidentifiedImageError, OSError) as e:
-            raise VcdmError(f"{path}: not a readable image ({e})") from None
-    return torch.from_numpy(np.stack(out)).float() / 127.5 - 1
-
-
-def _positive(name: str, value: int | None, minimum: int = 1) -> None:
-    if value is not None and value < minimum:
-        raise VcdmError(f"{name} must be >= {minimum}, got {value}")
+    cfg = RunDir(args.run).load_config().sample
+    return args.steps or cfg.num_steps, getattr(args, "sampler", None) or cfg.sampler
 
 
 def _output_dir(args: argparse.Namespace) -> Path:
     """The output directory; refuses a non-empty one without --force before any work is done."""
-    from vcdm.runs import guard_output
+    from vcdm.runs import RunDir, guard_output
 
-    out = Path(args.out) if args.out else Path(args.run) / "edits" / args.edit_command
+    out = Path(args.out) if args.out else RunDir(args.run).edits(args.edit_command)
     if not args.force:
         guard_output(out, False, "edits")
     return out
@@ -235,9 +219,9 @@ def cmd_invert(args: argparse.Namespace) -> None:
     from vcdm.editing import invert, psnr, reconstruct, save_latent
     from vcdm.fileio import atomic_write_text
 
-    steps = args.steps or DEFAULT_STEPS
-    _positive("--steps", steps)
-    _positive("--fixed-point-iters", args.fixed_point_iters, 0)
+    steps = _sample_defaults(args)[0]
+    positive("--steps", steps)
+    positive("--fixed-point-iters", args.fixed_point_iters, 0)
     pipe = _pipeline(args)
     images = read_images(args.images, pipe.image_shape).to(pipe.device)
     out = _output_dir(args)
@@ -273,8 +257,8 @@ def _source_latent(args: argparse.Namespace, pipe, *, need_x_T: bool) -> tuple[T
         raise VcdmError("give exactly one of IMAGE and --latent")
     if args.latent is not None:
         y, x_T, steps = _latent(args, pipe, [args.index])
-        return y.to(pipe.device), x_T.to(pipe.device), args.steps or steps or DEFAULT_STEPS
-    steps = args.steps or DEFAULT_STEPS
+        return y.to(pipe.device), x_T.to(pipe.device), args.steps or steps or _sample_defaults(args)[0]
+    steps = _sample_defaults(args)[0]
     image = read_images([args.image], pipe.image_shape).to(pipe.device)
     if not need_x_T:
         return embed(pipe, image), None, steps
@@ -285,8 +269,8 @@ def _source_latent(args: argparse.Namespace, pipe, *, need_x_T: bool) -> tuple[T
 def cmd_variations(args: argparse.Namespace) -> None:
     from vcdm.editing import variations
 
-    _positive("--num", args.num)
-    _positive("--steps", args.steps)
+    positive("--num", args.num)
+    positive("--steps", args.steps)
     pipe = _pipeline(args)
     y, _, steps = _source_latent(args, pipe, need_x_T=False)
     out = _output_dir(args)
@@ -299,12 +283,12 @@ def cmd_variations(args: argparse.Namespace) -> None:
 def cmd_interpolate(args: argparse.Namespace) -> None:
     from vcdm.editing import interpolate, interpolate_latents
 
-    _positive("--frames", args.frames, 2)
-    _positive("--steps", args.steps)
+    positive("--frames", args.frames, 2)
+    positive("--steps", args.steps)
     pipe = _pipeline(args)
     if args.latent is not None and not args.images:
         y, x_T, steps = _latent(args, pipe, [0, 1])
-        steps = args.steps or steps or DEFAULT_STEPS
+        steps = args.steps or steps or _sample_defaults(args)[0]
         frames = interpolate_latents(
             pipe, y.to(pipe.device), x_T.to(pipe.device), args.frames, num_steps=steps, guidance=args.guidance
         )
@@ -315,7 +299,7 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
             images[0],
             images[1],
             args.frames,
-            num_steps=args.steps or DEFAULT_STEPS,
+            num_steps=_sample_defaults(args)[0],
             fixed_point_iters=args.fixed_point_iters,
             guidance=args.guidance,
         )
@@ -327,9 +311,9 @@ def cmd_interpolate(args: argparse.Namespace) -> None:
 
 
 def _direction(args: argparse.Namespace, pipe) -> Tensor:
-    from vcdm.config import load_config
     from vcdm.data import load_dataset
     from vcdm.editing import direction_from_class_means, direction_from_images, direction_from_texts
+    from vcdm.runs import RunDir
 
     given = [args.classes is not None, bool(args.from_images or args.to_images), args.texts is not None]
     if sum(given) != 1:
@@ -337,7 +321,7 @@ def _direction(args: argparse.Namespace, pipe) -> Tensor:
             "give exactly one direction: --classes FROM TO, --from-images/--to-images, or --texts"
         )
     if args.classes is not None:
-        data = load_dataset(load_config(Path(args.run) / "config.json").data)
+        data = load_dataset(RunDir(args.run).load_config().data)
         return direction_from_class_means(pipe, data, *args.classes)
     if args.texts is not None:
         return direction_from_texts(pipe, *args.texts)
@@ -351,8 +335,8 @@ def _direction(args: argparse.Namespace, pipe) -> Tensor:
 def cmd_embed_edit(args: argparse.Namespace) -> None:
     from vcdm.editing import edit_embedding
 
-    _positive("--steps", args.steps)
-    _positive("--fixed-point-iters", args.fixed_point_iters, 0)
+    positive("--steps", args.steps)
+    positive("--fixed-point-iters", args.fixed_point_iters, 0)
     pipe = _pipeline(args)
     direction = _direction(args, pipe)
     y, x_T, steps = _source_latent(args, pipe, need_x_T=True)
@@ -366,14 +350,14 @@ def cmd_embed_edit(args: argparse.Namespace) -> None:
 def _guided_run(args: argparse.Namespace, settings: list, fn, label: str, **extra: Any) -> None:
     import torch
 
-    _positive("--num", args.num)
-    _positive("--steps", args.steps)
+    positive("--num", args.num)
+    positive("--steps", args.steps)
     pipe = _pipeline(args, args.stage)
     image = read_images([args.image], pipe.image_shape).to(pipe.device)
     out = _output_dir(args)
     seeds = list(range(args.seed, args.seed + args.num))
-    steps = args.steps or DEFAULT_STEPS
-    options = {"sampler": args.sampler, "num_steps": steps, "cond": args.cond, "guidance": args.guidance}
+    steps, sampler = _sample_defaults(args)
+    options = {"sampler": sampler, "num_steps": steps, "cond": args.cond, "guidance": args.guidance}
     columns = [fn(pipe, image, value, seeds, **options, **extra).cpu() for value in settings]  # (seeds, ...)
     grid = torch.stack(columns, dim=1).flatten(0, 1)  # (seeds * settings, C, H, W): a row per seed
     names = [f"seed{s:06d}_{label}{v:g}" for s in seeds for v in settings]

@@ -21,12 +21,9 @@ from vcdm.guidance import classifier_free
 from vcdm.pipeline import Pipeline, sampling_sigmas
 from vcdm.samplers import SAMPLERS, randn_like
 from vcdm.samplers.common import Denoiser, Generator
-from vcdm.training.loop import mix_seed
+from vcdm.seeding import FRESH, ILVR, SDEDIT, START, generators, seeded_randn
 
 Sampler = Callable[..., Tensor]
-# Random streams of a seed (vcdm.training.loop.mix_seed), apart from the pipeline's own.
-_SDEDIT, _ILVR = 21, 22
-_START, _FRESH = 1, 2
 
 
 def _sampler_fn(sampler: str | Sampler) -> Sampler:
@@ -42,15 +39,6 @@ def _per_seed(images: Tensor, n: int, name: str) -> Tensor:
     if len(images) not in (1, n):
         raise VcdmError(f"{name}: got {len(images)} images for {n} seeds (expected 1 or {n})")
     return images.expand(n, *images.shape[1:])
-
-
-def _generators(seeds: Sequence[int], stream: int, kind: int) -> list[torch.Generator]:
-    return [torch.Generator().manual_seed(mix_seed(s, stream, kind)) for s in seeds]
-
-
-def _seeded_randn(seeds: Sequence[int], shape: tuple[int, ...], stream: int, device: Any) -> Tensor:
-    noise = [torch.randn(shape, generator=g) for g in _generators(seeds, stream, _START)]
-    return torch.stack(noise).to(device)
 
 
 def resolve_model(
@@ -137,10 +125,10 @@ def sdedit(
     denoiser, diffusion, cond = resolve_model(model, cond, seeds, guide, diffusion, guidance)
     grid = sampling_sigmas(diffusion, num_steps)
     sigmas = torch.cat([torch.tensor([float(sigma_0)]), grid[grid < sigma_0]])
-    n = _seeded_randn(seeds, tuple(guide.shape[1:]), _SDEDIT, guide.device)
+    n = seeded_randn(seeds, tuple(guide.shape[1:]), SDEDIT, START, device=guide.device)
     # The samplers start from noise * sigmas[0]; this makes that guide + sigma_0 * n.
     start = guide / sigma_0 + n
-    x = fn(denoiser, start, sigmas, cond, generator=_generators(seeds, _SDEDIT, _FRESH), **(options or {}))
+    x = fn(denoiser, start, sigmas, cond, generator=generators(seeds, SDEDIT, FRESH), **(options or {}))
     return x.clamp(-1, 1) if isinstance(model, Pipeline) else x
 
 
@@ -234,7 +222,7 @@ def ilvr_sample(
     fn = _sampler_fn(sampler)
     denoiser, diffusion, cond = resolve_model(model, cond, seeds, reference, diffusion, guidance)
     sigmas = sampling_sigmas(diffusion, num_steps)
-    noise = _seeded_randn(seeds, tuple(reference.shape[1:]), _ILVR, reference.device)
+    noise = seeded_randn(seeds, tuple(reference.shape[1:]), ILVR, START, device=reference.device)
     x = ilvr(fn, denoiser, noise, sigmas, cond, reference=reference, factor=factor, sigma_stop=sigma_stop,
-             generator=_generators(seeds, _ILVR, _FRESH), **(options or {}))  # fmt: skip
+             generator=generators(seeds, ILVR, FRESH), **(options or {}))  # fmt: skip
     return x.clamp(-1, 1) if isinstance(model, Pipeline) else x

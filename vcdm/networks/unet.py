@@ -66,18 +66,30 @@ class UNetConfig:
             )
         for mult in self.channel_mults:
             check_int(owner, "channel_mults", mult, 1)
-        factor = 2 ** (len(self.channel_mults) - 1)
-        if self.image_size % factor:
-            raise VcdmError(
-                f"{owner}.image_size: expected a multiple of {factor} (2 ** (levels - 1) for "
-                f"channel_mults={self.channel_mults}), got {self.image_size}"
-            )
         check_int(owner, "num_res_blocks", self.num_res_blocks, 1)
         check_int(owner, "attn_heads", self.attn_heads, 1)
         if not isinstance(self.attn_resolutions, tuple):
             raise VcdmError(
                 f"{owner}.attn_resolutions: expected a tuple of feature-map sizes, "
                 f"got {self.attn_resolutions!r}"
+            )
+        check_dropout(owner, self.dropout)
+        check_choice(owner, "noise_embedding", self.noise_embedding, NOISE_EMBEDDINGS)
+        check_int(owner, "emb_dim", self.emb_dim, 0)
+        check_int(owner, "num_classes", self.num_classes, 0)
+
+    def check_sizes(self, owner: str = "UNetConfig") -> None:
+        """Check the fields that depend on image_size (divisibility, attention resolutions).
+
+        Kept out of __post_init__: image_size is filled in from the data when a run is resolved, so a config
+        may name attention resolutions of the data's size before that (vcdm.stages.resolve_for_data).
+        Called by UNet.__init__ and by the resolution, which passes the field's place (e.g. "decoder.net").
+        """
+        factor = 2 ** (len(self.channel_mults) - 1)
+        if self.image_size % factor:
+            raise VcdmError(
+                f"{owner}.image_size: expected a multiple of {factor} (2 ** (levels - 1) for "
+                f"channel_mults={self.channel_mults}), got {self.image_size}"
             )
         sizes = self.resolutions
         for res in self.attn_resolutions:
@@ -92,10 +104,6 @@ class UNetConfig:
                     f"{owner}.attn_heads: {channels} channels at resolution {res} are not "
                     f"divisible by attn_heads={self.attn_heads}"
                 )
-        check_dropout(owner, self.dropout)
-        check_choice(owner, "noise_embedding", self.noise_embedding, NOISE_EMBEDDINGS)
-        check_int(owner, "emb_dim", self.emb_dim, 0)
-        check_int(owner, "num_classes", self.num_classes, 0)
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -154,6 +162,7 @@ class UNet(nn.Module):
 
     def __init__(self, cfg: UNetConfig) -> None:
         super().__init__()
+        cfg.check_sizes()
         self.cfg = cfg
         base, mults = cfg.base_channels, cfg.channel_mults
         emb_ch = 4 * base

@@ -12,14 +12,14 @@ from typing import Any
 
 import torch
 
-from vcdm.config import DiffusionConfig, RunConfig, SampleConfig, from_dict, load_config, to_dict
+from vcdm.config import RunConfig, SampleConfig, load_config, to_dict
 from vcdm.data import ImageData, load_dataset, load_mnist, save_grid
 from vcdm.embedders import embed_images
 from vcdm.errors import VcdmError
 from vcdm.eval import diagnostics as dg
 from vcdm.eval.classifier import ClassifierExtractor
 from vcdm.eval.memorization import nearest_neighbour_distances
-from vcdm.evaluate import (
+from vcdm.eval.scoring import (
     Reference,
     build_reference,
     classifier_accuracy,
@@ -27,7 +27,7 @@ from vcdm.evaluate import (
     score_features,
 )
 from vcdm.fileio import atomic_write_text
-from vcdm.pipeline import Pipeline, sample_stage
+from vcdm.pipeline import Pipeline
 from vcdm.quality.arms import (
     ARMS,
     CLASS,
@@ -44,16 +44,8 @@ from vcdm.quality.arms import (
     with_train_seed,
 )
 from vcdm.quality.report import write_report, write_summary
-from vcdm.runs import save_config, stage_done
-from vcdm.stages import (
-    compute_embeddings,
-    load_embedder,
-    load_embeddings,
-    load_model,
-    train_decoder,
-    train_embedder,
-    train_prior,
-)
+from vcdm.runs import RunDir, save_config, stage_done
+from vcdm.stages import compute_embeddings, load_embedder, load_embeddings, train_stage
 from vcdm.training import distributed as dist
 
 
@@ -164,7 +156,7 @@ def run_quality_benchmark(
         raise VcdmError(f"budget fractions must lie in (0, 1], got {list(budget_fractions)}")
     if train_seeds is not None and len(train_seeds) == 1:
         cfg = with_train_seed(cfg, train_seeds[0])
-    if (out / "config.json").is_file() and to_dict(load_config(out / "config.json")) != to_dict(cfg):
+    if RunDir(out).config.is_file() and to_dict(load_config(RunDir(out).config)) != to_dict(cfg):
         if not force:
             raise VcdmError(f"{out} holds a quality benchmark of another config; pass --force to start over")
         shutil.rmtree(out)
@@ -185,7 +177,7 @@ def run_quality_benchmark(
         log(f"---- training seed {ts} ----")
         sub = out / f"train_seed_{ts}"
         cfg_ts = with_train_seed(cfg, ts)
-        if (sub / "config.json").is_file() and to_dict(load_config(sub / "config.json")) != to_dict(cfg_ts):
+        if RunDir(sub).config.is_file() and to_dict(load_config(RunDir(sub).config)) != to_dict(cfg_ts):
             raise VcdmError(f"{sub} holds a replicate of another config; pass --force to start over")
         save_config(sub, cfg_ts)
         replicates[ts] = _run_replicate(sub, cfg_ts, ev, seeds, fractions, progress)
@@ -248,8 +240,8 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], 
         save_config(runs[arm.key], cfgs[arm.key])
     run_b, cfg_b = runs[TWO.key], cfgs[TWO.key]
     if cfg.embedder.kind == "learned" and not stage_done(run_b / "embedder", cfg.embedder.train.total_nimg):
-        train_embedder(run_b, cfg_b, train, progress=progress)
-    if not (run_b / "embeddings.safetensors").is_file():
+        train_stage("embedder", run_b, cfg_b, train, progress=progress, save_config=False)
+    if not RunDir(run_b).embeddings.is_file():
         compute_embeddings(run_b, cfg_b, train, progress=progress)
     es = load_embeddings(run_b)
     embedder = load_embedder(run_b, cfg_b)
@@ -270,7 +262,7 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], 
                 c = replace(
                     cfg_b, prior=replace(cfg_b.prior, train=replace(cfg_b.prior.train, total_nimg=budget))
                 )
-                train_prior(run_b, c, train, progress=progress)
+                train_stage("prior", run_b, c, train, progress=progress, save_config=False)
             emb = _sample_prior(run_b, prior_seeds, None, cfg.sample)
             res.put(key, dg.embedding_frechet(emb, real_emb))
             log(f"prior at {budget} images: Frechet distance to held-out embeddings {res.get(key):.4f}")
@@ -290,10 +282,10 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], 
     full = cfg.decoder.train.total_nimg
     _train_decoder_to(runs[CLASS.key], cfgs[CLASS.key], CLASS, train, full, progress)
     run_d = runs[CLASS_TWO.key]
-    if not (run_d / "embeddings.safetensors").is_file():
-        shutil.copyfile(run_b / "embeddings.safetensors", run_d / "embeddings.safetensors")
+    if not RunDir(run_d).embeddings.is_file():
+        shutil.copyfile(RunDir(run_b).embeddings, RunDir(run_d).embeddings)
     if not stage_done(run_d / "prior", cfg.prior.train.total_nimg):
-        train_prior(run_d, cfgs[CLASS_TWO.key], train, progress=progress)
+        train_stage("prior", run_d, cfgs[CLASS_TWO.key], train, progress=progress, save_config=False)
     _train_decoder_to(run_d, cfgs[CLASS_TWO.key], CLASS_TWO, train, full, progress)
 
     # ---- final evaluation: every arm, the oracle and the floor, on every seed set ----
@@ -334,35 +326,18 @@ def _train_decoder_to(
         return
     st = getattr(cfg, section)
     c = replace(cfg, **{section: replace(st, train=replace(st.train, total_nimg=budget))})
-    train_decoder(run, c, data, stage=section, progress=progress)
+    train_stage(section, run, c, data, progress=progress, save_config=False)
 
 
 def _sample_prior(run: Path, seeds: list[int], labels: torch.Tensor | None, s: SampleConfig) -> torch.Tensor:
     """Normalised embeddings drawn from a run's exported prior alone (no decoder yet): (len(seeds), D)."""
-    device = dist.device()
-    prior, meta = load_model(run / "prior", "prior")
-    prior, diffusion = prior.to(device), from_dict(DiffusionConfig, meta["diffusion"])
-    options = {"heun": {"s_churn": s.s_churn}, "ddim": {"eta": s.eta}}.get(s.prior_sampler, {})
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(seeds), s.batch_size):
-            cond = None if labels is None else {"label": labels[i : i + s.batch_size].to(device)}
-            out.append(sample_stage(prior, diffusion, (meta["net"]["emb_dim"],), seeds[i : i + s.batch_size], cond,
-                                    sampler=s.prior_sampler, num_steps=s.prior_num_steps, guidance=s.prior_guidance,
-                                    options=options, device=device).cpu())  # fmt: skip
-    return torch.cat(out)
+    return Pipeline.from_run(run, None, device=dist.device()).sample(seeds, s, labels, until="prior")["prior"]
 
 
 def _decode(pipe: Pipeline, seeds: list[int], emb: torch.Tensor, labels: torch.Tensor | None,
             s: SampleConfig) -> torch.Tensor:  # fmt: skip
-    """Decode given normalised embeddings (the oracle arm), batched like `Pipeline.__call__`."""
-    out, device = [], torch.device(pipe.device)
-    for i in range(0, len(seeds), s.batch_size):
-        lab = None if labels is None else labels[i : i + s.batch_size].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=s.precision == "bf16"):
-            x = pipe.sample_images(seeds[i : i + s.batch_size], emb[i : i + s.batch_size].to(device), lab, s)
-        out.append(x.float().clamp(-1, 1).cpu())
-    return torch.cat(out)
+    """Decode given normalised embeddings (the oracle arm)."""
+    return pipe(seeds, s, labels, given={"prior": emb}).images
 
 
 def sample_arm(run: Path, arm: Arm, seed: int, n: int, s: SampleConfig, num_classes: int, *,
@@ -382,9 +357,7 @@ def sample_arm(run: Path, arm: Arm, seed: int, n: int, s: SampleConfig, num_clas
     if timed and arm.two_stage:
         # the prior's part of that time: draw the same embeddings again, alone
         t0 = time.perf_counter()
-        for i in range(0, n, s.batch_size):
-            lab = None if labels is None else labels[i : i + s.batch_size].to(pipe.device)
-            pipe.sample_embeddings(seeds[i : i + s.batch_size], lab, s).cpu()  # .cpu(): wait for the device
+        pipe.sample(seeds, s, labels, until="prior")  # (copied to the CPU: waits for the device)
         timing["prior_seconds"] = time.perf_counter() - t0
         timing["prior_share"] = dg.time_share(timing["prior_seconds"], seconds)
     return o.images, emb, timing

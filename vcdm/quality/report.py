@@ -10,6 +10,7 @@ from vcdm.config import RunConfig
 from vcdm.eval import diagnostics as dg
 from vcdm.fileio import atomic_write_text
 from vcdm.quality.arms import ARMS, CLASS, CLASS_TWO, FLOOR, GOAL, ORACLE, SINGLE, TWO
+from vcdm.runs import num_params, read_meta
 
 _ROWS = ((FLOOR, "real held-out images (floor)"), (SINGLE.key, SINGLE.title), (TWO.key, TWO.title),
          (ORACLE, "(b) oracle: decoder given real held-out embeddings"), (CLASS.key, CLASS.title),
@@ -81,12 +82,6 @@ def _table(rows: dict[str, Any]) -> list[str]:
 
 def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
-
-
-def _params(path: Path) -> int:
-    from safetensors.torch import load_file
-
-    return sum(t.numel() for t in load_file(path / "model.safetensors").values())
 
 
 def write_report(
@@ -172,9 +167,10 @@ def write_report(
     stages += [(f"{arm.title} decoder", arm, arm.section) for arm in ARMS]
     for title, arm, name in stages:
         path = runs[arm.key] / name
-        if (path / "model.json").is_file():
-            t = dg.throughput(json.loads((path / "model.json").read_text()))
-            lines.append(f"| {title} | {_params(path):,} | {t['nimg']:,} | {t['seconds']:.0f} | "
+        meta = read_meta(path)
+        if meta is not None:
+            t = dg.throughput(meta)
+            lines.append(f"| {title} | {num_params(path):,} | {t['nimg']:,} | {t['seconds']:.0f} | "
                          f"{t['images_per_second']:.0f} |")  # fmt: skip
     lines += ["", f"Sampling {p['n']:,} images (first seed set):", "",
               "| arm | seconds | images/s | prior's share of the time |", "| --- | ---: | ---: | ---: |"]  # fmt: skip

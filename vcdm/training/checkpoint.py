@@ -21,6 +21,7 @@ from torch import nn
 from vcdm import __version__
 from vcdm.errors import VcdmError
 from vcdm.fileio import atomic_write_bytes, atomic_write_text
+from vcdm.runs import CHECKPOINTS, META, WEIGHTS
 
 STATE_RE = re.compile(r"^state-(\d{12})\.safetensors$")
 
@@ -72,7 +73,7 @@ def save_training_state(
 
     counters must hold "nimg". meta is the JSON-able description of what is trained (checked on resume).
     """
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
     opt_tensors, groups = _flatten_optimizer(optimizer)
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors |= {f"ema.{k}": v for k, v in ema.state_dict().items()}
@@ -89,7 +90,7 @@ def save_training_state(
 
 def list_training_states(run_dir: str | Path) -> list[Path]:
     """Complete training-state files in the run, oldest first (temp files from interrupted writes ignored)."""
-    ckpt_dir = Path(run_dir) / "checkpoints"
+    ckpt_dir = Path(run_dir) / CHECKPOINTS
     if not ckpt_dir.is_dir():
         return []
     return sorted(p for p in ckpt_dir.iterdir() if STATE_RE.match(p.name))
@@ -139,21 +140,19 @@ def load_state_dict_checked(module: nn.Module, state: dict[str, torch.Tensor], s
 # ---- export ----
 
 
-def save_export(out_dir: str | Path, module: nn.Module, meta: dict[str, Any], *, name: str = "model") -> Path:
-    """Write `<out_dir>/<name>.safetensors` (weights) and `<name>.json` (meta + vcdm version), atomically."""
+def save_export(out_dir: str | Path, module: nn.Module, meta: dict[str, Any]) -> Path:
+    """Write `<out_dir>/model.safetensors` (weights) and `model.json` (meta + vcdm version), atomically."""
     out_dir = Path(out_dir)
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    atomic_write_bytes(out_dir / f"{name}.safetensors", save(tensors))
-    atomic_write_text(out_dir / f"{name}.json", json.dumps({**meta, "vcdm": __version__}, indent=2) + "\n")
-    return out_dir / f"{name}.safetensors"
+    atomic_write_bytes(out_dir / WEIGHTS, save(tensors))
+    atomic_write_text(out_dir / META, json.dumps({**meta, "vcdm": __version__}, indent=2) + "\n")
+    return out_dir / WEIGHTS
 
 
-def load_export(
-    out_dir: str | Path, *, name: str = "model"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_export(out_dir: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read an export: (state_dict, meta). Errors name the missing or broken file."""
     out_dir = Path(out_dir)
-    weights, config = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"
+    weights, config = out_dir / WEIGHTS, out_dir / META
     for p in (weights, config):
         if not p.is_file():
             raise VcdmError(f"{p}: missing; expected an exported model (weights .safetensors + .json config)")

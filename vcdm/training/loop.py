@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from vcdm.errors import VcdmError
+from vcdm.seeding import DATA_ORDER, mix_seed
 from vcdm.training import distributed as dist
 from vcdm.training.checkpoint import (
     list_training_states,
@@ -106,11 +107,6 @@ class TrainingInterrupted(Exception):
         self.signum = signum
 
 
-def mix_seed(*values: int) -> int:
-    """A well-mixed 63-bit seed from integers (numpy SeedSequence)."""
-    return int(np.random.SeedSequence([int(v) for v in values]).generate_state(1, np.uint64)[0] >> 1)
-
-
 def learning_rate(cfg: TrainConfig, nimg: int) -> float:
     """Peak lr with a linear warm-up over cfg.warmup_nimg images."""
     if cfg.warmup_nimg <= 0:
@@ -126,7 +122,7 @@ def batch_indices(num: int, nimg: int, batch: int, seed: int) -> Tensor:
     out, pos = [], nimg
     while len(out) < batch:
         epoch, offset = divmod(pos, num)
-        perm = torch.randperm(num, generator=torch.Generator().manual_seed(mix_seed(seed, 0xDA7A, epoch)))
+        perm = torch.randperm(num, generator=torch.Generator().manual_seed(mix_seed(seed, DATA_ORDER, epoch)))
         take = perm[offset : offset + batch - len(out)]
         out.extend(take.tolist())
         pos += len(take)

@@ -1,0 +1,157 @@
+"""Diffusion stages: the embedding prior, the two-stage image decoder and the single-stage baseline.
+
+Each is a raw network wrapped into a denoiser D(x, sigma, cond) -> x0_hat by its parameterisation (EDM
+preconditioning, or DDPM epsilon prediction with its adapter), trained with the denoising loss and
+classifier-free condition dropout (`DiffusionTask`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vcdm.config import DecoderStage, DiffusionConfig, RunConfig, from_dict, to_dict
+from vcdm.data import ImageData
+from vcdm.diffusion import DDPMSchedule, EDMPrecond, EpsPrecond, ddpm_loss, edm_loss
+from vcdm.errors import VcdmError
+from vcdm.guidance import drop_condition
+from vcdm.networks import PriorConfig, PriorTransformer, UNet, UNetConfig
+from vcdm.runs import RunDir
+from vcdm.stages.embedder import embedding_dim, load_embeddings
+from vcdm.stages.registry import Prepared, StageKind, register
+
+
+def wrap_denoiser(net: nn.Module, diffusion: DiffusionConfig, precond: str = "edm") -> nn.Module:
+    """Raw network -> denoiser D(x, sigma, cond), by the configured parameterisation."""
+    if diffusion.parameterization == "eps":
+        return EpsPrecond(net, DDPMSchedule(diffusion.beta_schedule, diffusion.num_timesteps))
+    return EDMPrecond(net, sigma_data=diffusion.sigma_data, kind=precond)
+
+
+def make_cond(batch: dict[str, Tensor], use_emb: bool, use_label: bool) -> dict[str, Tensor] | None:
+    cond = {}
+    if use_emb:
+        cond["emb"] = batch["emb"]
+    if use_label:
+        cond["label"] = batch["label"]
+    return cond or None
+
+
+@dataclass
+class DiffusionTask:
+    """Denoising loss of an image or embedding model, with classifier-free condition dropout."""
+
+    key: str  # "image" (decoder) or "emb" (prior)
+    diffusion: DiffusionConfig
+    use_emb: bool = False
+    use_label: bool = False
+    cond_drop_prob: float = 0.0
+    weighting: str = "edm"
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        x0 = batch[self.key]
+        cond = drop_condition(
+            make_cond(batch, self.use_emb, self.use_label), self.cond_drop_prob, len(x0), generator
+        )
+        if self.diffusion.parameterization == "eps":
+            inner = model.module if hasattr(model, "module") else model
+            return ddpm_loss(inner, x0, cond, generator)
+        d = self.diffusion
+        return edm_loss(model, x0, cond, generator, sigma_data=d.sigma_data, p_mean=d.p_mean, p_std=d.p_std,
+                        weighting=self.weighting)  # fmt: skip
+
+
+def build_denoiser(meta: dict[str, Any]) -> nn.Module:
+    """The denoiser an image or prior export describes ("net", "diffusion", optional "precond")."""
+    net_cls, cfg_cls = (PriorTransformer, PriorConfig) if meta["kind"] == "prior" else (UNet, UNetConfig)
+    net = net_cls(from_dict(cfg_cls, meta["net"]))
+    return wrap_denoiser(net, from_dict(DiffusionConfig, meta["diffusion"]), meta.get("precond", "edm"))
+
+
+# ---- the prior ----
+
+
+def _resolve_prior(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
+    st = cfg.prior
+    net = replace(st.net, emb_dim=embedding_dim(cfg, run) or st.net.emb_dim,
+                  num_classes=data.num_classes if st.class_conditional else 0)  # fmt: skip
+    return replace(cfg, prior=replace(st, net=net))
+
+
+def _prepare_prior(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
+    st = cfg.prior
+    es = load_embeddings(run)
+    if es.num_images != len(data):
+        raise VcdmError(f"{run.embeddings} embeds {es.num_images} images but the dataset has {len(data)}; "
+                        "re-run `vcdm embed`")  # fmt: skip
+    if st.class_conditional and data.num_classes == 0:
+        raise VcdmError(f"prior.class_conditional needs class labels, but {data.source} has none")
+    meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "precond": st.precond}
+    tensors = {"emb": es.normalized()}
+    if st.class_conditional:
+        tensors["label"] = data.labels.repeat(len(es.emb) // len(data))
+    task = DiffusionTask("emb", st.diffusion, use_label=st.class_conditional, cond_drop_prob=st.cond_drop_prob,
+                         weighting="uniform" if st.precond == "x0" else "edm")  # fmt: skip
+    return Prepared(meta, tensors, task)
+
+
+register(StageKind(
+    name="prior", summary="diffusion model over the run's embeddings, p(y [| label])", train_path="prior.train",
+    prepare=_prepare_prior, build=build_denoiser, init_stream=0xB, role="prior", resolve=_resolve_prior,
+))  # fmt: skip
+
+
+# ---- image decoders: the two-stage decoder and the single-stage baseline ----
+
+
+def _resolve_image(section: str):
+    def resolve(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
+        st: DecoderStage = getattr(cfg, section)
+        _, c, h, w = data.images.shape
+        if h != w:
+            raise VcdmError(
+                f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
+            )
+        emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
+        net = replace(st.net, image_size=h, in_channels=c, emb_dim=emb_dim,
+                      num_classes=data.num_classes if st.uses_label else 0)  # fmt: skip
+        net.check_sizes(f"{section}.net")
+        return replace(cfg, **{section: replace(st, net=net)})
+
+    return resolve
+
+
+def _prepare_image(section: str):
+    def prepare(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
+        st: DecoderStage = getattr(cfg, section)
+        tensors: dict[str, Tensor] = {"image": data.images}
+        if st.uses_embedding:
+            es = load_embeddings(run)
+            tensors["emb"] = es.normalized()[: len(data)]
+        if st.uses_label:
+            if data.labels is None:
+                raise VcdmError(
+                    f"{section}.condition {st.condition!r} needs class labels, but {data.source} has none"
+                )
+            tensors["label"] = data.labels
+        meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition}
+        task = DiffusionTask("image", st.diffusion, use_emb=st.uses_embedding, use_label=st.uses_label,
+                             cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
+        return Prepared(meta, tensors, task)
+
+    return prepare
+
+
+register(StageKind(
+    name="decoder", summary="U-Net p(x | y [, label]) conditioned on the embeddings (the two-stage decoder)",
+    train_path="decoder.train", prepare=_prepare_image("decoder"), build=build_denoiser, init_stream=0xC,
+    role="image", resolve=_resolve_image("decoder"),
+))  # fmt: skip
+register(StageKind(
+    name="baseline", summary="the same U-Net without the embeddings (the single-stage baseline)",
+    train_path="baseline.train", prepare=_prepare_image("baseline"), build=build_denoiser, init_stream=0xC,
+    role="image", resolve=_resolve_image("baseline"),
+))  # fmt: skip
