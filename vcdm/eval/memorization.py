@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from vcdm.errors import VcdmError
-from vcdm.eval.prdc import as_feature_tensor, kth_nearest_distances
+from vcdm.eval.prdc import as_feature_pair, kth_nearest_distances
 
 
 def nearest_neighbour_distances(
@@ -33,13 +33,7 @@ def nearest_neighbour_distances(
     Returns:
         (Nq,) float64 numpy array.
     """
-    query_t = as_feature_tensor(query, "query")
-    reference_t = as_feature_tensor(reference, "reference").to(query_t.device)
-    if query_t.shape[1] != reference_t.shape[1]:
-        raise VcdmError(
-            "query/reference: expected the same feature dimension, "
-            f"got {query_t.shape[1]} and {reference_t.shape[1]}"
-        )
+    query_t, reference_t = as_feature_pair(query, reference, ("query", "reference"))
     dist = kth_nearest_distances(query_t, reference_t, 1, exclude_self=exclude_self, batch_size=batch_size)
     return dist.cpu().numpy()
 

@@ -36,6 +36,19 @@ def as_feature_tensor(feats: np.ndarray | torch.Tensor, name: str = "features") 
     return tensor
 
 
+def as_feature_pair(
+    a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor, names: tuple[str, str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two feature sets as float64 tensors on a's device, checked to share their feature dimension."""
+    a_t = as_feature_tensor(a, names[0])
+    b_t = as_feature_tensor(b, names[1]).to(a_t.device)
+    if a_t.shape[1] != b_t.shape[1]:
+        raise VcdmError(
+            f"{names[0]}/{names[1]}: expected the same feature dimension, got {a_t.shape[1]} and {b_t.shape[1]}"
+        )
+    return a_t, b_t
+
+
 def _check_batch_size(batch_size: int) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise VcdmError(f"batch_size: expected a positive integer, got {batch_size!r}")
@@ -111,13 +124,7 @@ def precision_recall(
     Returns:
         (precision, recall), each in [0, 1].
     """
-    real = as_feature_tensor(real_feats, "real_feats")
-    fake = as_feature_tensor(fake_feats, "fake_feats").to(real.device)
-    if real.shape[1] != fake.shape[1]:
-        raise VcdmError(
-            "real_feats/fake_feats: expected the same feature dimension, "
-            f"got {real.shape[1]} and {fake.shape[1]}"
-        )
+    real, fake = as_feature_pair(real_feats, fake_feats, ("real_feats", "fake_feats"))
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise VcdmError(f"k: expected a positive integer, got {k!r}")
     if min(real.shape[0], fake.shape[0]) <= k:
