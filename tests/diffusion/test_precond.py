@@ -1,8 +1,17 @@
 import pytest
 import torch
 
-from vcdm.diffusion import DDPMSchedule, EDMPrecond, EpsPrecond, edm_coefficients, edm_sigma_weight
+from vcdm.diffusion import (
+    DDPMSchedule,
+    EDMPrecond,
+    EpsPrecond,
+    edm_coefficients,
+    edm_sigma_weight,
+    karras_sigmas,
+)
 from vcdm.errors import VcdmError
+from vcdm.networks import PriorConfig, PriorTransformer, UNet, UNetConfig
+from vcdm.samplers import SAMPLERS
 
 SIGMAS = torch.tensor([0.002, 0.1, 0.5, 1.0, 10.0, 80.0], dtype=torch.float64)
 
@@ -62,3 +71,71 @@ def test_eps_adapter_with_oracle_noise_returns_x0():
 
     d = EpsPrecond(Oracle(), sched)
     assert torch.allclose(d(x, sigma), x0, atol=1e-4)
+
+
+class _Float32Net(torch.nn.Module):
+    """A network with float32 weights that records the dtypes it is fed."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.tensor(0.7))
+        self.seen = set()
+
+    def forward(self, x, c, cond):
+        self.seen.add((x.dtype, c.dtype))
+        return self.scale * x + c.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+def _adapters(net):
+    return [
+        EDMPrecond(net, 0.5),
+        EDMPrecond(net, 1.0, kind="x0"),
+        EpsPrecond(net, DDPMSchedule("linear", 1000)),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_adapters_return_x_dtype_and_feed_the_network_float32(dtype):
+    """The denoiser contract (vcdm.samplers.common): x0_hat in x's dtype; the network still runs in float32."""
+    net = _Float32Net()
+    x = torch.randn(3, 1, 4, 4).to(dtype)
+    for d in _adapters(net):
+        out = d(x, torch.tensor([0.1, 1.0, 10.0], dtype=dtype))
+        assert out.dtype == dtype and out.shape == x.shape and out.isfinite().all()
+        assert d(x, torch.tensor(2.0)).dtype == dtype  # a scalar sigma, of another dtype
+    assert net.seen == {(torch.float32, torch.float32)}
+
+
+def test_edm_precond_computes_in_float64_for_float64_input():
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64)
+    sigma = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+    c_skip, _, _, _ = edm_coefficients(sigma, 0.5)
+    assert torch.equal(EDMPrecond(_Recorder(), 0.5)(x, sigma), c_skip.view(-1, 1, 1, 1) * x)
+    # float32 input: the float32 result, unchanged
+    c32 = edm_coefficients(sigma.float(), 0.5)[0]
+    assert torch.equal(
+        EDMPrecond(_Recorder(), 0.5)(x.float(), sigma.float()), c32.view(-1, 1, 1, 1) * x.float()
+    )
+
+
+def test_eps_adapter_in_float64_keeps_the_skip_path_exact():
+    """x - sigma * eps is formed in float64: with a zero network the float64 input comes back bit for bit."""
+
+    class Zero(torch.nn.Module):
+        def forward(self, x_vp, t, cond):
+            return torch.zeros_like(x_vp)
+
+    x = torch.randn(2, 3, dtype=torch.float64)
+    assert torch.equal(EpsPrecond(Zero(), DDPMSchedule("cosine", 1000))(x, torch.tensor([0.5, 3.0])), x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_samplers_keep_the_dtype_through_real_networks(dtype):
+    torch.manual_seed(0)
+    unet = UNet(UNetConfig(image_size=4, base_channels=8, channel_mults=(1, 2)))
+    prior = PriorTransformer(PriorConfig(emb_dim=4, width=16, depth=1, heads=2))
+    sigmas = karras_sigmas(2, 0.01, 10.0)
+    for denoiser, shape in ((EDMPrecond(unet, 0.5), (2, 1, 4, 4)), (EDMPrecond(prior, 1.0), (2, 4))):
+        for name, sampler in SAMPLERS.items():
+            x = sampler(denoiser, torch.randn(shape).to(dtype), sigmas, generator=torch.Generator())
+            assert x.dtype == dtype and x.isfinite().all(), name

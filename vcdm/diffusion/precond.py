@@ -1,6 +1,8 @@
 """Adapters that turn a raw network into a denoiser D(x, sigma, cond) -> x0_hat (VE coordinates).
 
-Every sampler, loss and guidance function sees only this contract, whatever the network predicts.
+Every sampler, loss and guidance function sees only this contract, whatever the network predicts; they
+honour its dtype rule (vcdm.samplers.common): x0_hat comes back in x's dtype. The network itself is fed
+float32, as it always was; the preconditioning around it runs in float32, or in float64 for float64 x.
 """
 
 from __future__ import annotations
@@ -39,6 +41,12 @@ def _expand(c: Tensor, x: Tensor) -> Tensor:
     return c.reshape(-1, *([1] * (x.ndim - 1)))
 
 
+def _inputs(x: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+    """x and sigma (as (B,)) in the preconditioning's dtype: float32, or float64 for float64 x."""
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    return x.to(dtype), sigma.to(dtype).reshape(-1).expand(x.shape[0])
+
+
 class EDMPrecond(nn.Module):
     """D(x, sigma) = c_skip x + c_out F(c_in x, c_noise, cond) around a raw network F.
 
@@ -57,11 +65,11 @@ class EDMPrecond(nn.Module):
         self.kind = kind
 
     def forward(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
-        x = x.float()
-        sigma = sigma.float().reshape(-1).expand(x.shape[0])
+        """x0_hat (B, ...) in x's dtype for x (B, ...) and sigma (B,) or a scalar."""
+        xp, sigma = _inputs(x, sigma)
         c_skip, c_out, c_in, c_noise = edm_coefficients(sigma, self.sigma_data, self.kind)
-        f = self.net(_expand(c_in, x) * x, c_noise, cond).float()
-        return _expand(c_skip, x) * x + _expand(c_out, x) * f
+        f = self.net((_expand(c_in, xp) * xp).float(), c_noise.float(), cond).to(xp.dtype)
+        return (_expand(c_skip, xp) * xp + _expand(c_out, xp) * f).to(x.dtype)
 
 
 class EpsPrecond(nn.Module):
@@ -81,8 +89,8 @@ class EpsPrecond(nn.Module):
         return self.net(x_vp, t.float(), cond).float()
 
     def forward(self, x: Tensor, sigma: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
-        x = x.float()
-        sigma = sigma.float().reshape(-1).expand(x.shape[0])
-        s = _expand(sigma, x)
-        eps = self.eps(x / (1 + s**2).sqrt(), self.schedule.t_of_sigma(sigma), cond)
-        return x - s * eps
+        """x0_hat (B, ...) in x's dtype for x (B, ...) and sigma (B,) or a scalar."""
+        xp, sigma = _inputs(x, sigma)
+        s = _expand(sigma, xp)
+        eps = self.eps((xp / (1 + s**2).sqrt()).float(), self.schedule.t_of_sigma(sigma), cond)
+        return (xp - s * eps.to(xp.dtype)).to(x.dtype)

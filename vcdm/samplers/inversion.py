@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from vcdm.samplers.common import Callback, Denoiser, batch_sigma, check_sigmas, notify, to_d
+from vcdm.samplers.common import Callback, Denoiser, SamplerRun, to_d
 
 
 @torch.no_grad()
@@ -18,7 +18,7 @@ def ddim_invert(
     callback: Callback | None = None,
     fixed_point_iters: int = 0,
 ) -> Tensor:
-    """Run the DDIM / Euler update from sigma = 0 up the grid (Song et al. 2021, Sec. 4.3).
+    """Run the DDIM / Euler update from sigma = 0 up the grid (Song et al. 2021, Sec. 4.3), in x0's dtype.
 
     Plain inversion (fixed_point_iters = 0) evaluates the ODE derivative at the current level (at sigma = 0,
     at the first nonzero level), so it is first order: the reconstruction error of
@@ -32,17 +32,15 @@ def ddim_invert(
     Returns:
         unit-scale noise z (B, ...) (the sample at sigmas[0], divided by sigmas[0]).
     """
-    sigmas = check_sigmas(sigmas).to(x0.device)
-    x = x0.float()
-    n = len(sigmas) - 1
+    run = SamplerRun(denoiser, x0, sigmas, cond, callback=callback)
+    sigmas, n = run.sigmas, run.num_steps
+    x = x0
     for j, i in enumerate(range(n - 1, -1, -1)):
         sigma_cur, sigma_next = sigmas[i + 1], sigmas[i]
         sigma_eval = sigma_cur if sigma_cur > 0 else sigmas[n - 1]
-        denoised = denoiser(x, batch_sigma(sigma_eval, x), cond)
-        notify(callback, j, x, sigma_eval, denoised)
-        x_next = x + (sigma_next - sigma_cur) * to_d(x, sigma_eval, denoised)
+        x_next = x + (sigma_next - sigma_cur) * to_d(x, sigma_eval, run.denoise(x, sigma_eval, j))
         for _ in range(fixed_point_iters):
-            d_next = to_d(x_next, sigma_next, denoiser(x_next, batch_sigma(sigma_next, x), cond))
+            d_next = to_d(x_next, sigma_next, run.denoise(x_next, sigma_next))
             x_next = x + (sigma_next - sigma_cur) * d_next
         x = x_next
     return x / sigmas[0]
