@@ -1,5 +1,5 @@
 """Editing with the bipartite latent (y, x_T): inversion, variations, interpolation, embedding edits,
-SDEdit and ILVR (DESIGN.md section 3)."""
+SDEdit and ILVR (docs/architecture.md, "Editing")."""
 
 from vcdm.editing.directions import (
     direction_from_class_means,

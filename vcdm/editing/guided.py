@@ -1,6 +1,6 @@
 """Guided synthesis from an image: SDEdit (start part-way down the grid) and ILVR (pull low frequencies).
 
-Both are options around the shared samplers (DESIGN.md section 3), not loops of their own: SDEdit calls a
+Both are options around the shared samplers (docs/architecture.md, "Editing"), not loops of their own: SDEdit calls a
 sampler on the tail of the grid, ILVR passes the samplers a per-step `correct` hook.
 """
 

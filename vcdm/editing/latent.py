@@ -1,6 +1,6 @@
 """The bipartite latent (y, x_T) of a two-stage model: inversion, reconstruction, variations, interpolation.
 
-DESIGN.md section 3. y is an image's normalised embedding (the space the prior models) and x_T the
+docs/architecture.md, "Editing". y is an image's normalised embedding (the space the prior models) and x_T the
 unit-scale noise that deterministic DDIM (eta = 0) decodes to the image under y. Decoding (y, x_T)
 reconstructs the image; keeping y with a new x_T gives a variation (DALL-E 2, Ramesh et al. 2022,
 Sec. 3.1); slerping both interpolates between two images.

@@ -1,5 +1,5 @@
 """CLIP guidance: classifier guidance with log p(a | x) replaced by the scaled cosine similarity between the
-embedding of x0_hat and a target embedding (DESIGN.md section 2; Nichol et al. 2022, GLIDE, Sec. 2.4, uses
+embedding of x0_hat and a target embedding (docs/architecture.md, "Guidance"; Nichol et al. 2022, GLIDE, Sec. 2.4, uses
 a noised CLIP instead; here the embedder sees the denoised estimate, as in Bansal et al. 2023, Universal
 Guidance, forward guidance)."""
 

@@ -1,4 +1,4 @@
-"""The transformer prior p_phi(y | a) over embedding vectors (DESIGN.md sec. 1; Harvey & Wood 2023).
+"""The transformer prior p_phi(y | a) over embeddings (docs/architecture.md, "The two-stage model"; Harvey & Wood 2023).
 
 A small pre-norm transformer encoder over four tokens: [condition (class, or a learned null)],
 [noise level], [the noisy embedding], [a learned query]; learned position embeddings; the output is

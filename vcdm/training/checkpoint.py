@@ -1,4 +1,4 @@
-"""Two checkpoint kinds (STYLE.md 2.8), both safetensors + JSON, never pickles.
+"""Two checkpoint kinds (docs/architecture.md, "Run directories and checkpoints"), both safetensors + JSON, never pickles.
 
 - training state (resumable): model, EMA, optimiser tensors and the loop's counters, in
   `<run>/checkpoints/state-<nimg>.safetensors`, with the config and counters as JSON metadata;

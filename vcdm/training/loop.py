@@ -1,7 +1,7 @@
 """The one training loop, shared by every stage (embedder, prior, decoder, classifier).
 
 What is trained is given by a *task*: `task.loss(model, batch, generator) -> (B,)`. Everything is counted
-in images seen (STYLE.md 2.7), and all randomness derives from (seed, images seen, micro-batch), so a run
+in images seen (docs/architecture.md, "Seeds and resume"), and all randomness derives from (seed, images seen, micro-batch), so a run
 resumed from a checkpoint continues exactly, and the result does not depend on the number of processes.
 """
 
