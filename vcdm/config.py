@@ -28,12 +28,18 @@ from vcdm.training.loop import TrainConfig
 PARAMETERIZATIONS = ("edm", "eps")
 EMBEDDER_KINDS = ("learned", "clip", "precomputed")
 CONDITIONS = ("embedding", "embedding+label", "label", "none")
+AUG_NOISE = ("log-uniform", "uniform", "none")
 SAMPLER_NAMES = tuple(SAMPLERS)  # the samplers registry is the one list of names
 
 
 def _check(ok: bool, name: str, expected: str, got: Any) -> None:
     if not ok:
         raise VcdmError(f"{name} must be {expected}, got {got!r}")
+
+
+def _check_size(name: str, value: Any) -> None:
+    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 8)
+    _check(ok, name, "null (the data's size) or an integer >= 8", value)
 
 
 @dataclass(frozen=True)
@@ -72,9 +78,11 @@ class EmbedderStage:
                                                                    batch_size=256, ema_halflife_nimg=5_000))  # fmt: skip
     aug_copies: int = 0  # extra augmented copies of every image embedded for the prior's training set
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # augmentations used for those copies
+    image_size: int | None = None  # size the images are embedded at (antialiased resize); None = the data's
 
     def __post_init__(self):
         _check(self.kind in EMBEDDER_KINDS, "embedder.kind", f"one of {EMBEDDER_KINDS}", self.kind)
+        _check_size("embedder.image_size", self.image_size)
         _check(self.kind == "learned" or self.path is not None, "embedder.path",
                f"a path when embedder.kind is {self.kind!r}", self.path)  # fmt: skip
         _check(self.aug_copies >= 0, "embedder.aug_copies", "an integer >= 0", self.aug_copies)
@@ -109,10 +117,88 @@ class DecoderStage:
     train: TrainConfig = field(default_factory=TrainConfig)
     condition: str = "embedding"  # "embedding" (two-stage), "embedding+label", "label", "none" (single-stage)
     cond_drop_prob: float = 0.1  # classifier-free dropout of the whole condition
+    # size the stage trains and samples at (the data resized, antialiased); None = the data's size. Below the
+    # data's size it is the base of a cascade: an upsampler brings its samples to the data's size
+    image_size: int | None = None
 
     def __post_init__(self):
         _check(self.condition in CONDITIONS, "decoder.condition", f"one of {CONDITIONS}", self.condition)
         _check(0 <= self.cond_drop_prob < 1, "decoder.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+        _check_size("decoder.image_size", self.image_size)
+
+    @property
+    def uses_embedding(self) -> bool:
+        return "embedding" in self.condition
+
+    @property
+    def uses_label(self) -> bool:
+        return "label" in self.condition
+
+
+@dataclass(frozen=True)
+class ConditioningAugment:
+    """Conditioning augmentation of an upsampler's low-res input (Ho et al. 2021, Cascaded Diffusion Models).
+
+    Training: the low-res image x_lr (optionally blurred) is upsampled to the target size and noised,
+    x_lr_aug = up(x_lr) + sigma_aug * n, n ~ N(0, I), with one sigma_aug per sample drawn from `noise`; the
+    network is told sigma_aug. Sampling: the base stage's output is noised the same way at one level
+    (`sample_sigma`, or SampleConfig.upsampler_aug_sigma), so the upsampler sees its own training distribution
+    rather than the base stage's artefacts.
+    """
+
+    # sigma_aug: "log-uniform" on [sigma_min, sigma_max], "uniform" on [0, sigma_max], or "none" (no noise
+    # augmentation: the network then has no level input and samples at level 0)
+    noise: str = "log-uniform"
+    sigma_min: float = 0.005  # log-uniform's lower end (images in [-1, 1]: 0.005 ~ 0.6 grey levels of 255)
+    sigma_max: float = 0.5  # the largest level trained on
+    zero_prob: float = 0.1  # share of training samples that get no noise (sigma_aug = 0, a clean input)
+    sample_sigma: float = 0.05  # default level at sampling, in [0, sigma_max] (ignored when noise is none)
+    blur_prob: float = 0.0  # share of low-res inputs blurred first (CDM's blur augmentation); 0 = off
+    blur_sigma: tuple[float, float] = (0.4, 0.6)  # Gaussian blur std in low-res pixels, uniform in [lo, hi]
+
+    def __post_init__(self):
+        name = "upsampler.augment"
+        _check(self.noise in AUG_NOISE, f"{name}.noise", f"one of {AUG_NOISE}", self.noise)
+        _check(0 < self.sigma_min < self.sigma_max, f"{name}.sigma_min", f"positive and below {name}.sigma_max",
+               self.sigma_min)  # fmt: skip
+        _check(0 <= self.zero_prob <= 1, f"{name}.zero_prob", "in [0, 1]", self.zero_prob)
+        _check(0 <= self.blur_prob <= 1, f"{name}.blur_prob", "in [0, 1]", self.blur_prob)
+        lo_hi = self.blur_sigma
+        _check(isinstance(lo_hi, tuple | list) and len(lo_hi) == 2 and 0 < lo_hi[0] <= lo_hi[1],
+               f"{name}.blur_sigma", "two numbers 0 < lo <= hi", lo_hi)  # fmt: skip
+        object.__setattr__(self, "blur_sigma", (float(lo_hi[0]), float(lo_hi[1])))
+        _check(0 <= self.sample_sigma <= self.sigma_max, f"{name}.sample_sigma",
+               f"in [0, {name}.sigma_max = {self.sigma_max}] (the trained range)", self.sample_sigma)  # fmt: skip
+
+    @property
+    def noised(self) -> bool:
+        """Whether the low-res input is noised (and the network reads the level)."""
+        return self.noise != "none"
+
+
+@dataclass(frozen=True)
+class UpsamplerStage:
+    """An SR3 super-resolution stage p(x | x_lr [, y, label]) at the data's size, conditioned on the image
+    of the stage below (decoder.image_size) by concatenation, with conditioning augmentation."""
+
+    # image_size, channels, extra_in_channels (the low-res image's), emb_dim, num_classes and aug_embedding are
+    # set from the data and `augment`
+    net: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    # size of its low-res input, dividing the data's size. None: decoder.image_size when that is below the data's
+    # size, else half the data's size (worked out when the upsampler is trained; its export records it)
+    low_res: int | None = None
+    condition: str = "none"  # besides the low-res image: "none", "embedding", "label", "embedding+label"
+    cond_drop_prob: float = 0.1  # classifier-free dropout of y / label (never of the low-res image)
+    augment: ConditioningAugment = field(default_factory=ConditioningAugment)
+
+    def __post_init__(self):
+        _check(self.condition in CONDITIONS, "upsampler.condition", f"one of {CONDITIONS}", self.condition)
+        _check(0 <= self.cond_drop_prob < 1, "upsampler.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+        ok = self.low_res is None or (isinstance(self.low_res, int) and not isinstance(self.low_res, bool)
+                                      and self.low_res >= 1)  # fmt: skip
+        _check(ok, "upsampler.low_res", "null or a positive integer", self.low_res)
 
     @property
     def uses_embedding(self) -> bool:
@@ -135,14 +221,23 @@ class SampleConfig:
     s_churn: float = 0.0  # heun's churn
     batch_size: int = 256  # images per forward pass
     precision: str = "fp32"  # "fp32" | "bf16" (autocast of the networks; ~1.5x faster sampling on a bf16 CPU)
+    upsampler_sampler: str = "heun"  # the upsampler of a cascade (when the run has one)
+    upsampler_num_steps: int = 18
+    upsampler_guidance: float = 1.0  # classifier-free weight on y / label (never on the low-res image)
+    upsampler_aug_sigma: float | None = None  # noise level added to the base images; None = the upsampler's
+    # upsampler.augment.sample_sigma
 
     def __post_init__(self):
         _check(self.precision in ("fp32", "bf16"), "sample.precision", "'fp32' or 'bf16'", self.precision)
-        for name in ("sampler", "prior_sampler"):
+        for name in ("sampler", "prior_sampler", "upsampler_sampler"):
             v = getattr(self, name)
             _check(v in SAMPLER_NAMES, f"sample.{name}", f"one of {SAMPLER_NAMES}", v)
         _check(self.num_steps >= 1, "sample.num_steps", "an integer >= 1", self.num_steps)
         _check(self.prior_num_steps >= 1, "sample.prior_num_steps", "an integer >= 1", self.prior_num_steps)
+        _check(self.upsampler_num_steps >= 1, "sample.upsampler_num_steps", "an integer >= 1",
+               self.upsampler_num_steps)  # fmt: skip
+        _check(self.upsampler_aug_sigma is None or self.upsampler_aug_sigma >= 0, "sample.upsampler_aug_sigma",
+               "null or a number >= 0", self.upsampler_aug_sigma)  # fmt: skip
         _check(self.batch_size >= 1, "sample.batch_size", "an integer >= 1", self.batch_size)
 
 
@@ -173,6 +268,7 @@ class RunConfig:
     prior: PriorStage = field(default_factory=PriorStage)
     decoder: DecoderStage = field(default_factory=DecoderStage)  # the two-stage decoder p(x | y[, a])
     baseline: DecoderStage = field(default_factory=lambda: DecoderStage(condition="none"))  # single-stage
+    upsampler: UpsamplerStage = field(default_factory=UpsamplerStage)  # optional SR stage of a cascade
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
@@ -371,7 +467,8 @@ def _tiny() -> RunConfig:
         prior=PriorStage(net=PriorConfig(width=32, depth=1, heads=2), train=replace(train, precision="fp32")),
         decoder=DecoderStage(net=unet, train=train),
         baseline=DecoderStage(net=unet, train=train, condition="none"),
-        sample=SampleConfig(num_steps=4, prior_num_steps=4, batch_size=64),
+        upsampler=UpsamplerStage(net=unet, train=train),
+        sample=SampleConfig(num_steps=4, prior_num_steps=4, batch_size=64, upsampler_num_steps=4),
         eval=EvalConfig(
             classifier=ClassifierConfig(channels=(8, 16), feature_dim=16),
             classifier_train=replace(train, precision="fp32"),

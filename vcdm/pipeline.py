@@ -1,11 +1,13 @@
 """The pipeline: a chain of diffusion components, each sampled given what the ones before it drew.
 
 Two-stage ("visual chain of thought"): prior -> decoder, y ~ p(y | a), then x ~ p(x | y, a). Single-stage:
-the decoder alone (a baseline whose condition is "none" or "label"). Later components (an upsampler) chain the
-same way: each declares which earlier outputs it is conditioned on.
+the decoder alone (a baseline whose condition is "none" or "label"). A cascade adds an upsampler (SR3 with
+conditioning augmentation, vcdm.stages.upsampler) on top: prior -> decoder at low res -> upsampler at the data's
+size, x_hr ~ p(x_hr | x_lr [, y, a]). Each component declares which earlier outputs it is conditioned on.
 
-Each sample depends only on its seed: a component's starting noise and the fresh noise of stochastic
-samplers come from vcdm.seeding with the component's own stream, whatever the batch it is drawn in.
+Each sample depends only on its seed: a component's starting noise, the fresh noise of stochastic samplers and
+the noise of the upsampler's conditioning augmentation come from vcdm.seeding with the component's own stream,
+whatever the batch it is drawn in.
 """
 
 from __future__ import annotations
@@ -26,11 +28,13 @@ from vcdm.embedders import EmbeddingStats
 from vcdm.errors import VcdmError
 from vcdm.guidance import classifier_free
 from vcdm.samplers import SAMPLERS
-from vcdm.seeding import COMPONENT_STREAMS, FRESH, START, generators, seeded_randn
+from vcdm.seeding import AUG, COMPONENT_STREAMS, FRESH, START, generators, seeded_randn
 
 Wrapper = Callable[[Any], Any]  # denoiser -> denoiser (vcdm.guidance)
-# cond(outputs so far, labels or None, batch size, device) -> the component's condition dict or None
-Conditioner = Callable[[dict[str, Tensor], "Tensor | None", int, Any], "dict[str, Tensor] | None"]
+# cond(outputs so far, labels or None, the batch's seeds, sample config, device) -> the condition dict or None
+Conditioner = Callable[
+    [dict[str, Tensor], "Tensor | None", Sequence[int], SampleConfig, Any], "dict[str, Tensor] | None"
+]
 
 
 def sampling_sigmas(diffusion: DiffusionConfig, num_steps: int) -> Tensor:
@@ -127,11 +131,28 @@ def prior_component(prior: nn.Module, meta: dict[str, Any], wrapper: Wrapper | N
     """The embedding prior p(y [| label]): conditioned on the labels when it is class-conditional."""
     labelled = meta["net"]["num_classes"] > 0
 
-    def condition(outputs, labels, n, device):
+    def condition(outputs, labels, seeds, cfg, device):
         return {"label": labels} if labelled and labels is not None else None
 
     return Component("prior", prior, meta, (meta["net"]["emb_dim"],), condition, _prior_settings, wrapper,
                      autocast=False)  # fmt: skip
+
+
+def _upsampler_settings(cfg: SampleConfig) -> tuple[str, int, float]:
+    return cfg.upsampler_sampler, cfg.upsampler_num_steps, cfg.upsampler_guidance
+
+
+def _semantic_cond(condition_kind: str, outputs: dict[str, Tensor], labels: Tensor | None, n: int, device):
+    """y from the prior's output and a from the labels, as an image component's condition_kind asks (the null
+    condition when a label-conditioned component is sampled without labels)."""
+    cond: dict[str, Tensor] = {}
+    if "embedding" in condition_kind:
+        cond["emb"] = outputs["prior"]
+    if "label" in condition_kind and labels is not None:
+        cond["label"] = labels
+    elif "label" in condition_kind:
+        cond["null"] = torch.ones(n, dtype=torch.bool, device=device)
+    return cond
 
 
 def decoder_component(decoder: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None) -> Component:
@@ -140,28 +161,71 @@ def decoder_component(decoder: nn.Module, meta: dict[str, Any], wrapper: Wrapper
     condition_kind = meta.get("condition", "none")
     net = meta["net"]
 
-    def condition(outputs, labels, n, device):
-        cond: dict[str, Tensor] = {}
-        if "embedding" in condition_kind:
-            cond["emb"] = outputs["prior"]
-        if "label" in condition_kind and labels is not None:
-            cond["label"] = labels
-        elif "label" in condition_kind:
-            cond["null"] = torch.ones(n, dtype=torch.bool, device=device)
-        return cond or None
+    def condition(outputs, labels, seeds, cfg, device):
+        return _semantic_cond(condition_kind, outputs, labels, len(seeds), device) or None
 
     shape = (net["in_channels"], net["image_size"], net["image_size"])
     return Component("decoder", decoder, meta, shape, condition, _decoder_settings, wrapper)
 
 
+def upsampler_component(
+    upsampler: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None
+) -> Component:
+    """The upsampler p(x_hr | x_lr [, y, a]) of a cascade, on the "decoder" output (x_lr at meta["low_res"]).
+
+    Its condition: x_lr clamped to [-1, 1], upsampled as in training (vcdm.stages.upsampler.upsample_lowres) and
+    noised at one level, lowres = up(x_lr) + sigma_aug * n with n from (seed, its stream, AUG);
+    sigma_aug = SampleConfig.upsampler_aug_sigma, or the export's augment.sample_sigma when that is None. y and a
+    as for the decoder (guidance weights them; the low-res image is never dropped).
+    """
+    from vcdm.stages.upsampler import lowres_condition
+
+    condition_kind, net, low = meta.get("condition", "none"), meta["net"], int(meta["low_res"])
+    channels, size = net["in_channels"], net["image_size"]
+    level = bool(net.get("aug_embedding", False))
+    default_sigma = float(meta["augment"]["sample_sigma"]) if level else 0.0
+    stream = COMPONENT_STREAMS["upsampler"]
+
+    def condition(outputs, labels, seeds, cfg, device):
+        x_lr = outputs.get("decoder")
+        if x_lr is None:
+            raise VcdmError(
+                "the upsampler needs the low-res images of the stage below (a decoder, or given images)"
+            )
+        if tuple(x_lr.shape[1:]) != (channels, low, low):
+            raise VcdmError(f"the upsampler takes images ({channels}, {low}, {low}) (upsampler.low_res), got "
+                            f"{tuple(x_lr.shape[1:])}")  # fmt: skip
+        sigma = default_sigma if cfg.upsampler_aug_sigma is None else float(cfg.upsampler_aug_sigma)
+        if sigma < 0:
+            raise VcdmError(f"sample.upsampler_aug_sigma must be >= 0, got {sigma}")
+        if sigma > 0 and not level:
+            raise VcdmError(f"sample.upsampler_aug_sigma must be 0 for an upsampler trained without noise "
+                            f"augmentation (upsampler.augment.noise 'none'), got {sigma}")  # fmt: skip
+        n = len(seeds)
+        noise = (seeded_randn(seeds, (channels, size, size), stream, AUG, device=device) if sigma > 0
+                 else torch.zeros(n, channels, size, size, device=device))  # fmt: skip
+        sigmas = torch.full((n,), sigma, device=device)
+        cond = lowres_condition(x_lr.clamp(-1, 1), size, sigmas, noise, level)
+        return cond | _semantic_cond(condition_kind, outputs, labels, n, device)
+
+    def settings(cfg: SampleConfig) -> tuple[str, int, float]:
+        if condition_kind == "none" and cfg.upsampler_guidance != 1.0:  # the low-res image is never dropped
+            raise VcdmError(f"sample.upsampler_guidance must be 1: this upsampler has no y or label to guide "
+                            f"(upsampler.condition 'none'), got {cfg.upsampler_guidance}")  # fmt: skip
+        return _upsampler_settings(cfg)
+
+    return Component("upsampler", upsampler, meta, (channels, size, size), condition, settings, wrapper)
+
+
 @dataclass
 class PipelineOutput:
-    images: Tensor  # float32 [-1, 1] (N, C, H, W)
+    images: Tensor  # float32 [-1, 1] (N, C, H, W): the last image component's (the upsampler's in a cascade)
     embeddings: (
         Tensor | None
     )  # un-normalised embeddings y the decoder was given (N, D); None for single-stage
     seeds: list[int]
     labels: Tensor | None
+    low_res: Tensor | None = None  # a cascade's base images (the decoder's samples) in [-1, 1]; else None
 
 
 class Pipeline:
@@ -185,9 +249,10 @@ class Pipeline:
         for c in components:
             c.denoiser = c.denoiser.to(device)
         self.stats, self.device, self.embedder = stats, device, embedder
-        if self.uses_embedding and ("prior" not in self.components or stats is None):
+        uses_y = [c.name for c in components if "embedding" in c.meta.get("condition", "none")]
+        if uses_y and ("prior" not in self.components or stats is None):
             raise VcdmError(
-                "a decoder conditioned on embeddings needs the prior and the embedding statistics"
+                f"a {uses_y[0]} conditioned on embeddings needs the prior and the embedding statistics"
             )
 
     # ---- what the pipeline holds ----
@@ -206,7 +271,18 @@ class Pipeline:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
+        """The decoder's sample shape (the base images of a cascade)."""
         return self.components["decoder"].shape
+
+    @property
+    def upsampler(self) -> Component | None:
+        """The cascade's upsampler component, or None."""
+        return self.components.get("upsampler")
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        """The shape of one output image: the upsampler's when there is one, else the decoder's."""
+        return (self.upsampler or self.components["decoder"]).shape
 
     @property
     def condition(self) -> str:
@@ -228,9 +304,7 @@ class Pipeline:
     @property
     def class_conditional(self) -> bool:
         """Whether any component takes a label."""
-        return (
-            self.num_classes > 0 or (self.prior_meta or {"net": {"num_classes": 0}})["net"]["num_classes"] > 0
-        )
+        return any(c.meta["net"].get("num_classes", 0) > 0 for c in self.components.values())
 
     @classmethod
     def from_run(
@@ -241,31 +315,52 @@ class Pipeline:
         *,
         guidance: dict[str, Wrapper] | None = None,
         embedder: bool = False,
+        upsampler: bool | None = None,
     ) -> Pipeline:
         """Load the exported components of a run directory.
 
         Args:
             decoder: the image stage to sample: "decoder" (two-stage: the prior is loaded too), "baseline",
-                or None for the prior alone (sample(..., until="prior")).
-            guidance: per component name, a denoiser -> denoiser wrapper applied after classifier-free
-                guidance (e.g. {"decoder": vcdm.guidance.static_threshold}).
-            embedder: also load the run's image embedder (for inversion and embedding edits).
+                or None for the prior alone (sample(..., until="prior")) or, with upsampler=True, the
+                upsampler alone (`upsample` given images).
+            guidance: per component name ("prior", "decoder", "upsampler"), a denoiser -> denoiser wrapper
+                applied after classifier-free guidance (e.g. {"decoder": vcdm.guidance.static_threshold}).
+            embedder: also load the run's image embedder (for inversion and embedding edits, and for an
+                embedding-conditioned upsampler given images).
+            upsampler: None: add RUN/upsampler on top of the image stage when it has an export and the stage
+                samples below the data's size (a cascade); True: add it (it must exist and fit); False: leave
+                it out (the base images alone).
         """
         from vcdm.runs import RunDir
         from vcdm.stages import load_embedder, load_embeddings, load_model
 
         run, guidance = RunDir(run_dir), guidance or {}
-        unknown = set(guidance) - {"prior", "decoder"}
+        unknown = set(guidance) - {"prior", "decoder", "upsampler"}
         if unknown:
-            raise VcdmError(
-                f"guidance for unknown components {sorted(unknown)}; expected 'prior' or 'decoder'"
-            )
-        components, stats, condition = [], None, "embedding"
+            raise VcdmError(f"guidance for unknown components {sorted(unknown)}; expected 'prior', 'decoder' or "
+                            "'upsampler'")  # fmt: skip
+        components: list[Component] = []
         if decoder is not None:
             dec, dec_meta = load_model(run.stage(decoder), "image")
             components.append(decoder_component(dec, dec_meta, guidance.get("decoder")))
-            condition = dec_meta.get("condition", "none")
-        if "embedding" in condition:
+        if upsampler or (
+            upsampler is None and decoder is not None and run.stage_meta("upsampler") is not None
+        ):
+            if run.stage_meta("upsampler") is None:
+                raise VcdmError(f"{run.stage('upsampler')}: no upsampler export; train one with "
+                                f"`vcdm train upsampler {run.path}`")  # fmt: skip
+            up, up_meta = load_model(run.stage("upsampler"), "upsampler")
+            top = upsampler_component(up, up_meta, guidance.get("upsampler"))
+            base = components[0].shape if components else None
+            if base is None or base == top.shape[:1] + (up_meta["low_res"],) * 2:
+                components.append(top)
+            elif upsampler or base != top.shape:  # a stage already at the upsampler's size needs none
+                raise VcdmError(f"{run.stage('upsampler')} upsamples {up_meta['low_res']}x{up_meta['low_res']} "
+                                f"images (upsampler.low_res) but {decoder} samples {base[1]}x{base[2]} "
+                                f"({decoder}.image_size); sample without the upsampler (--no-upsampler)")  # fmt: skip
+        stats = None
+        uses_y = any("embedding" in c.meta.get("condition", "none") for c in components)
+        if uses_y or not components:  # no image stage: the prior alone
             prior, prior_meta = load_model(run.stage("prior"), "prior")
             components.insert(0, prior_component(prior, prior_meta, guidance.get("prior")))
             stats = load_embeddings(run).stats
@@ -286,7 +381,7 @@ class Pipeline:
         if len(t) != n:
             raise VcdmError(f"got {len(t)} labels for {n} seeds")
         if not self.class_conditional:
-            raise VcdmError("labels were given but neither the decoder nor the prior is class-conditional")
+            raise VcdmError("labels were given but no component of the pipeline is class-conditional")
         return t.to(self.device)
 
     @torch.no_grad()
@@ -298,21 +393,24 @@ class Pipeline:
         *,
         given: dict[str, Tensor] | None = None,
         until: str | None = None,
+        start: str | None = None,
     ) -> dict[str, Tensor]:
         """Sample one batch through the chain: {component name: its output on the device}.
 
         given: outputs to use instead of sampling those components (e.g. {"prior": y} decodes given
-            normalised embeddings: the oracle arm, or edits). until: stop after this component.
+            normalised embeddings: the oracle arm, or edits; {"decoder": x_lr} upsamples given images).
+        until: stop after this component. start: sample from this component on (the ones before it must be
+            given where a later one needs their output).
         Components before `until` that are given are not sampled; labels are a (B,) int64 tensor or None.
         """
-        outputs: dict[str, Tensor] = {}
+        outputs = {name: x.to(self.device) for name, x in (given or {}).items()}
         autocast = torch.autocast(torch.device(self.device).type, dtype=torch.bfloat16,
                                   enabled=cfg.precision == "bf16")  # fmt: skip
+        started = start is None
         for name, comp in self.components.items():
-            if given is not None and name in given:
-                outputs[name] = given[name].to(self.device)
-            else:
-                cond = comp.condition(outputs, labels, len(seeds), self.device)
+            started = started or name == start
+            if started and name not in outputs:
+                cond = comp.condition(outputs, labels, seeds, cfg, self.device)
                 with autocast if comp.autocast else contextlib.nullcontext():
                     outputs[name] = comp.sample(seeds, cond, cfg, self.device)
             if name == until:
@@ -331,6 +429,7 @@ class Pipeline:
         *,
         given: dict[str, Tensor] | None = None,
         until: str | None = None,
+        start: str | None = None,
         progress: bool = False,
     ) -> dict[str, Tensor]:
         """`run` over all seeds in batches of cfg.batch_size: {component name: float32 output on the CPU}.
@@ -345,7 +444,9 @@ class Pipeline:
             rows = slice(i, i + cfg.batch_size)
             lab = labels_t[rows] if labels_t is not None else None
             given_rows = {k: v[rows] for k, v in (given or {}).items()}
-            for name, x in self.run(seeds[rows], cfg, lab, given=given_rows, until=until).items():
+            for name, x in self.run(
+                seeds[rows], cfg, lab, given=given_rows, until=until, start=start
+            ).items():
                 parts.setdefault(name, []).append(x.float().cpu())
         return {name: torch.cat(xs) for name, xs in parts.items()}
 
@@ -358,10 +459,63 @@ class Pipeline:
         given: dict[str, Tensor] | None = None,
         progress: bool = False,
     ) -> PipelineOutput:
-        """Generate one image per seed (two-stage when the decoder takes y): images in [-1, 1], raw y."""
+        """Generate one image per seed (two-stage when the decoder takes y, then upsampled in a cascade): images
+        in [-1, 1], raw y, and a cascade's base images."""
         seeds = [int(s) for s in seeds]
         out = self.sample(seeds, cfg, labels, given=given, progress=progress)
         labels_t = self._labels(labels, len(seeds))
         emb = self.stats.denormalize(out["prior"]) if "prior" in out else None
-        return PipelineOutput(out["decoder"].clamp(-1, 1), emb, seeds,
-                              labels_t.cpu() if labels_t is not None else None)  # fmt: skip
+        cascade = "upsampler" in out
+        images = out["upsampler"] if cascade else out["decoder"]
+        return PipelineOutput(images.clamp(-1, 1), emb, seeds, labels_t.cpu() if labels_t is not None else None,
+                              low_res=out["decoder"].clamp(-1, 1) if cascade else None)  # fmt: skip
+
+    def upsample(
+        self,
+        images: Tensor,
+        seeds: Sequence[int],
+        cfg: SampleConfig | None = None,
+        labels: Tensor | int | Sequence[int] | None = None,
+        *,
+        embeddings: Tensor | None = None,
+        progress: bool = False,
+    ) -> Tensor:
+        """Upsample given images with the pipeline's upsampler, exactly as a cascade upsamples its base samples.
+
+        Args:
+            images: (N, C, low_res, low_res) in [-1, 1] (vcdm.cli.common.read_images conforms files to it).
+            seeds: one per image: its starting, fresh and augmentation noise (as in sampling).
+            cfg: sampler, steps, guidance and augmentation level (SampleConfig.upsampler_*).
+            labels: for a label-conditioned upsampler (None: its null condition).
+            embeddings: raw y (N, D) for an embedding-conditioned upsampler; None embeds the images with the
+                pipeline's embedder (from_run(..., embedder=True)).
+        Returns:
+            (N, C, H, W) float32 in [-1, 1] on the CPU.
+        """
+        top = self.upsampler
+        if top is None:
+            raise VcdmError("this pipeline has no upsampler (Pipeline.from_run(RUN, upsampler=True))")
+        low = int(top.meta["low_res"])
+        if images.ndim != 4 or tuple(images.shape[1:]) != (top.shape[0], low, low):
+            raise VcdmError(f"images: expected (N, {top.shape[0]}, {low}, {low}) (upsampler.low_res), got "
+                            f"{tuple(images.shape)}")  # fmt: skip
+        if len(seeds) != len(images):
+            raise VcdmError(f"got {len(seeds)} seeds for {len(images)} images")
+        given = {"decoder": images.float()}
+        if "embedding" in top.meta.get("condition", "none"):
+            raw = embeddings if embeddings is not None else self._embed(images)
+            given["prior"] = self.stats.normalize(raw.float())
+        out = self.sample(seeds, cfg, labels, given=given, start="upsampler", progress=progress)
+        return out["upsampler"].clamp(-1, 1)
+
+    def _embed(self, images: Tensor) -> Tensor:
+        """Raw embeddings y of images with the pipeline's embedder, at the embedder's input size."""
+        if self.embedder is None:
+            raise VcdmError("an embedding-conditioned upsampler needs embeddings: pass embeddings=, or load the "
+                            "pipeline with its embedder (Pipeline.from_run(..., embedder=True))")  # fmt: skip
+        encoder = getattr(self.embedder, "encoder", None)
+        x = images.to(self.device, torch.float32)
+        if encoder is not None and x.shape[-1] != encoder.cfg.image_size:  # the learned embedder's size
+            size = (encoder.cfg.image_size,) * 2
+            x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", antialias=True).clamp(-1, 1)
+        return torch.cat([self.embedder.encode_images(x[i : i + 256]).float() for i in range(0, len(x), 256)])

@@ -7,6 +7,7 @@ seeds and streams give unrelated generators.
 
 Streams in use (keep them distinct; a new component takes a new number):
     sampling a pipeline component: (seed, COMPONENT_STREAMS[name], START | FRESH)
+    an upsampler's conditioning:   (seed, COMPONENT_STREAMS["upsampler"], AUG) (the low-res input's noise)
     editing procedures:            (seed, SDEDIT | ILVR, START | FRESH)
     training:                      (train.seed, images seen, micro-batch) and (train.seed, DATA_ORDER, epoch)
     initial weights of a stage:    (train.seed, the stage kind's init stream)
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-# what a sampling stream draws: the starting noise, and the fresh noise of stochastic samplers
-START, FRESH = 1, 2
+# what a sampling stream draws: the starting noise, the fresh noise of stochastic samplers, and the noise of a
+# component's conditioning augmentation (an upsampler's noised low-res input)
+START, FRESH, AUG = 1, 2, 3
 # per-component sampling streams of a pipeline (the prior and the decoder of one seed draw unrelated noise)
 COMPONENT_STREAMS = {"prior": 11, "decoder": 12, "upsampler": 13}
 SDEDIT, ILVR = 21, 22
@@ -60,6 +62,7 @@ def seeded_randn(
 
 
 __all__ = [
+    "AUG",
     "COMPONENT_STREAMS",
     "DATA_ORDER",
     "FRESH",

@@ -98,6 +98,41 @@ def test_noise_level_and_lowres_change_the_output():
         net(x, c_noise, {"lowres": torch.randn(3, 1, 4, 4)})
 
 
+def test_augmentation_level_reaches_the_network():
+    net = build(extra_in_channels=1, aug_embedding=True)
+    x, c_noise = inputs()
+    lowres = torch.randn(3, 1, 8, 8)
+
+    def run(sigma_aug, **extra):
+        return net(x, c_noise, {"lowres": lowres, "aug_sigma": torch.as_tensor(sigma_aug), **extra})
+
+    clean = run([0.0, 0.0, 0.0])  # level 0 is an ordinary, finite, deterministic input
+    assert bool(clean.isfinite().all()) and torch.equal(clean, run([0.0, 0.0, 0.0]))
+    noisy = run([0.0, 0.1, 0.5])
+    diff = (noisy - clean).abs().flatten(1).amax(dim=1)
+    assert diff[0] == 0 and diff[1] > 1e-4 and diff[2] > 1e-4  # each sample reads its own level
+    assert (run([0.0, 0.1, 0.2]) - noisy)[2].abs().max() > 1e-4
+    for bad, match in ((None, r"aug_sigma.*got None"), (torch.zeros(2), r"aug_sigma.*\(3,\)"),
+                       (-torch.ones(3), "levels >= 0")):  # fmt: skip
+        cond = {"lowres": lowres} | ({} if bad is None else {"aug_sigma": bad})
+        with pytest.raises(VcdmError, match=match):
+            net(x, c_noise, cond)
+
+
+def test_augmentation_embedding_only_when_asked_and_after_every_other_module():
+    plain = build(seed=3, extra_in_channels=1)
+    with_aug = build(seed=3, extra_in_channels=1, aug_embedding=True)
+    assert plain.aug_embedding is None and not any("aug" in name for name, _ in plain.named_parameters())
+    # the other modules draw the same initial weights: the new one is created last
+    extra = {name for name in with_aug.state_dict() if name.startswith("aug_embedding.")}
+    assert extra and set(with_aug.state_dict()) - extra == set(plain.state_dict())
+    assert all(torch.equal(t, with_aug.state_dict()[name]) for name, t in plain.state_dict().items())
+    # its Fourier frequencies differ from the noise level's
+    assert not torch.equal(with_aug.aug_embedding.features.freqs, with_aug.noise_embedding.features.freqs)
+    with pytest.raises(VcdmError, match="UNetConfig.aug_embedding"):
+        UNetConfig(aug_embedding=1)
+
+
 def test_rejects_bad_input_shape():
     net = build()
     with pytest.raises(VcdmError, match="x: expected"):

@@ -1,8 +1,8 @@
 """`vcdm` command line: parse, resolve the config, call the library. Nothing else lives here.
 
-One module per verb (demo, train, embed, sample, edit, fid, bench, config), each with `add_parser(sub)`
-(which sets the verb's handler) and a handler; `common` holds what they share. The verb modules are imported
-inside `build_parser`, after `main` has set OMP_WAIT_POLICY, because some load torch.
+One module per verb (demo, train, embed, sample, upsample, edit, fid, bench, config), each with
+`add_parser(sub)` (which sets the verb's handler) and a handler; `common` holds what they share. The verb modules
+are imported inside `build_parser`, after `main` has set OMP_WAIT_POLICY, because some load torch.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 
 from vcdm.errors import VcdmError
 
-VERBS = ("demo", "train", "embed", "sample", "edit", "fid", "bench", "config")
+VERBS = ("demo", "train", "embed", "sample", "upsample", "edit", "fid", "bench", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

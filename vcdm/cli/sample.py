@@ -1,4 +1,5 @@
-"""`vcdm sample`: two-stage or single-stage samples of a run, with every guidance the library offers.
+"""`vcdm sample`: two-stage or single-stage samples of a run, with every guidance the library offers, upsampled
+by the run's upsampler when it has one (a cascade: the base samples go to OUT/low_res/).
 
 Imported by vcdm.cli.main after OMP_WAIT_POLICY is set (it loads torch).
 
@@ -39,6 +40,8 @@ from vcdm.runs import RunDir
 from vcdm.stages import load_embedder, load_noisy_classifier
 
 THRESHOLDS = ("none", "static", "dynamic")
+LOW_RES = "low_res"  # OUT/low_res/: a cascade's base samples
+CASCADE_FLAGS = ("upsampler_steps", "upsampler_sampler", "upsampler_guidance", "aug_sigma")  # argparse dests
 DEFAULT_PERCENTILE = 0.995
 
 
@@ -175,12 +178,44 @@ def uses_label_for_guidance_only(args: argparse.Namespace, class_conditional: bo
     return (_arg(args, "classifier_scale", 0.0) or 0.0) > 0 and not class_conditional
 
 
+def add_upsampler_args(parser: argparse.ArgumentParser, *, cascade: bool = True) -> None:
+    """The upsampler's sampling flags (`vcdm sample` on a cascade, `vcdm upsample`)."""
+    from vcdm.samplers import SAMPLERS
+
+    g = parser.add_argument_group(
+        "the upsampler" + (" (runs with RUN/upsampler: a cascade)" if cascade else "")
+    )
+    steps, sampler = ("--upsampler-steps", "--upsampler-sampler") if cascade else ("--steps", "--sampler")
+    g.add_argument(steps, dest="upsampler_steps", type=int, metavar="N",
+                   help="upsampler sampling steps (default: sample.upsampler_num_steps)")  # fmt: skip
+    g.add_argument(sampler, dest="upsampler_sampler", choices=tuple(SAMPLERS),
+                   help="upsampler sampler (default: sample.upsampler_sampler)")  # fmt: skip
+    g.add_argument("--upsampler-guidance" if cascade else "--guidance", dest="upsampler_guidance", type=float,
+                   metavar="W", help="classifier-free weight of the upsampler's y / label condition (the low-res "
+                   "image is never dropped; default: sample.upsampler_guidance)")  # fmt: skip
+    g.add_argument("--aug-sigma", dest="aug_sigma", type=float, metavar="S",
+                   help="noise level added to the low-res images before upsampling (conditioning augmentation; "
+                   "0 = none; default: sample.upsampler_aug_sigma, else the upsampler's "
+                   "upsampler.augment.sample_sigma)")  # fmt: skip
+    if cascade:
+        g.add_argument("--no-upsampler", action="store_true", help="sample the base stage alone")
+
+
+def upsampler_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """SampleConfig fields given by the flags of `add_upsampler_args` (those not given are left out)."""
+    given = {"upsampler_num_steps": args.upsampler_steps, "upsampler_sampler": args.upsampler_sampler,
+             "upsampler_guidance": args.upsampler_guidance, "upsampler_aug_sigma": args.aug_sigma}  # fmt: skip
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def add_parser(sub: Any) -> None:
     from vcdm.samplers import SAMPLERS
 
     p = add_verb(sub, "sample", "sample images (two-stage, or single-stage with --stage baseline)",
                  "Write one PNG per sample and grid.png. Each image depends only on its seed (seeds "
-                 "SEED..SEED+NUM-1), not on the batch size or the number of processes.")  # fmt: skip
+                 "SEED..SEED+NUM-1), not on the batch size or the number of processes. When the run has an "
+                 "upsampler (`vcdm train upsampler`) and the stage samples at its low_res, the samples are "
+                 "upsampled (a cascade) and the base samples are written to OUT/low_res/ as well.")  # fmt: skip
     p.add_argument("run", metavar="RUN", help="run directory with trained stages")
     p.add_argument("--stage", default="decoder", choices=("decoder", "baseline"),
                    help="decoder: two-stage (prior then decoder); baseline: the single-stage model (default: decoder)")  # fmt: skip
@@ -196,6 +231,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--label", type=int, help="class label for class-conditional stages")
     p.add_argument("--out", help="output directory (default: RUN/samples/STAGE-seedSEED)")
     p.add_argument("--force", action="store_true", help="overwrite an output directory that holds files")
+    add_upsampler_args(p)
     add_guidance_args(p)
     add_config_args(p)
     p.set_defaults(handler=run)
@@ -212,7 +248,7 @@ def run(args: argparse.Namespace) -> None:
     cfg = run_config(args, args.run)
     given = {"num_steps": args.steps, "prior_num_steps": args.prior_steps, "sampler": args.sampler,
              "guidance": args.guidance, "prior_guidance": args.prior_guidance}  # fmt: skip
-    s = replace(cfg.sample, **{k: v for k, v in given.items() if v is not None})
+    s = replace(cfg.sample, **{k: v for k, v in given.items() if v is not None}, **upsampler_settings(args))
     if args.num < 1:
         raise VcdmError(f"--num must be >= 1, got {args.num}")
     run_dir = RunDir(args.run)
@@ -221,8 +257,11 @@ def run(args: argparse.Namespace) -> None:
         guard_output(out, args.force, "samples")
     dist.barrier()
     device = dist.device()
-    pipe = Pipeline.from_run(args.run, args.stage, device=device,
+    pipe = Pipeline.from_run(args.run, args.stage, device=device, upsampler=False if args.no_upsampler else None,
                              guidance={"decoder": guidance_wrappers(args, cfg, device=device)})  # fmt: skip
+    flags = [f"--{k.replace('_', '-')}" for k in CASCADE_FLAGS if getattr(args, k) is not None]
+    if pipe.upsampler is None and flags:
+        raise VcdmError(f"{flags[0]} applies to a cascade, but {args.stage} is sampled without an upsampler")
     labels = None if uses_label_for_guidance_only(args, pipe.class_conditional) else args.label
     # Under torchrun each process draws every world_size-th seed; an image depends only on its seed.
     seeds = list(range(args.seed, args.seed + args.num))
@@ -230,7 +269,20 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     res = pipe(mine, s, labels=labels, progress=not args.no_progress)
     save_images(res.images, out, [f"{seed:06d}.png" for seed in res.seeds])
+    if res.low_res is not None:
+        save_images(res.low_res, out / LOW_RES, [f"{seed:06d}.png" for seed in res.seeds])
     dist.barrier()
     if dist.rank() == 0:
         save_grid(load_pngs([out / f"{seed:06d}.png" for seed in seeds]), out / "grid.png")
-        print(f"wrote {args.num} samples and grid.png to {out} in {time.perf_counter() - t0:.1f} s")
+        size = "x".join(map(str, pipe.output_shape[1:]))
+        note = ""
+        if pipe.upsampler is not None:
+            save_grid(
+                load_pngs([out / LOW_RES / f"{seed:06d}.png" for seed in seeds]), out / LOW_RES / "grid.png"
+            )
+            note = (
+                f", upsampled from the {'x'.join(map(str, pipe.image_shape[1:]))} samples in {out / LOW_RES}"
+            )
+        print(
+            f"wrote {args.num} {size} samples and grid.png to {out}{note} in {time.perf_counter() - t0:.1f} s"
+        )

@@ -2,7 +2,15 @@
 
 from vcdm.data.dataset import DataConfig, load_dataset
 from vcdm.data.folder import load_image_folder
-from vcdm.data.images import ImageData, make_grid, save_grid, save_images, save_png, to_uint8
+from vcdm.data.images import (
+    ImageData,
+    make_grid,
+    resize_images,
+    save_grid,
+    save_images,
+    save_png,
+    to_uint8,
+)
 from vcdm.data.mnist import load_mnist
 from vcdm.data.npz import load_npz
 from vcdm.fileio import atomic_write_bytes
@@ -18,6 +26,7 @@ __all__ = [
     "load_mnist",
     "load_npz",
     "make_grid",
+    "resize_images",
     "save_grid",
     "save_images",
     "save_png",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,7 @@ class ImageData:
     class_names: tuple[str, ...]
     source: str
     captions: list[str] | None = None
+    _resized: dict[int, torch.Tensor] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.ndim != 4 or self.images.shape[1] not in (1, 3):
@@ -74,6 +75,16 @@ class ImageData:
         if self.captions is not None:  # the rows `index` picks, found the way torch indexes the images
             captions = [self.captions[i] for i in torch.arange(len(self.images))[index].tolist()]
         return ImageData(self.images[index], labels, self.class_names, self.source, captions)
+
+    def images_at(self, size: int | None) -> torch.Tensor:
+        """The images at size x size (`resize_images`), computed once per size; None or the images' own size
+        gives `images` itself."""
+        _, _, h, w = self.images.shape
+        if size is None or h == w == size:
+            return self.images
+        if size not in self._resized:
+            self._resized[size] = resize_images(self.images, size)
+        return self._resized[size]
 
     def as_float(self, index: torch.Tensor | slice | None = None) -> torch.Tensor:
         """Images as float32 in [-1, 1], (N, C, H, W) or the rows selected by `index`."""
@@ -130,6 +141,20 @@ def conform_array(images: np.ndarray, image_size: int | None, channels: int | No
         for img in images
     ]
     return np.stack(out) if out else images
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> uint8 (N, C, size, size), each image as `conform_image` resizes it: bicubic with
+    PIL's antialiasing (the filter widens with the reduction factor), shorter side to `size`, centre crop.
+
+    How a run brings its images to a stage's own size (decoder.image_size, upsampler.low_res, ...), so that a
+    base stage's training images and an upsampler's low-res inputs are the same pixels.
+    """
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise ValueError(
+            f"resize_images expects uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
+        )
+    return torch.from_numpy(np.ascontiguousarray(conform_array(images.numpy(), size, None)))
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

@@ -53,11 +53,12 @@ class FourierFeatures(nn.Module):
     Args:
         num_channels: even number of output features.
         scale: standard deviation of the frequencies (EDM uses 16).
+        seed: the seed of the frequencies (a second embedding in the same network takes another one).
     """
 
-    def __init__(self, num_channels: int, scale: float = 16.0) -> None:
+    def __init__(self, num_channels: int, scale: float = 16.0, seed: int = 0) -> None:
         super().__init__()
-        generator = torch.Generator().manual_seed(0)
+        generator = torch.Generator().manual_seed(seed)
         self.register_buffer("freqs", torch.randn(num_channels // 2, generator=generator) * scale)
 
     def forward(self, c_noise: Tensor) -> Tensor:
@@ -97,14 +98,17 @@ class NoiseEmbedding(nn.Module):
         kind: "fourier" (FourierFeatures) or "positional" (PositionalEmbedding).
         num_features: number of (even) features fed to the MLP.
         out_dim: output width (also the hidden width).
+        seed: the seed of the Fourier frequencies (fourier only).
     """
 
-    def __init__(self, kind: str, num_features: int, out_dim: int) -> None:
+    def __init__(self, kind: str, num_features: int, out_dim: int, seed: int = 0) -> None:
         super().__init__()
         check_choice("NoiseEmbedding", "kind", kind, NOISE_EMBEDDINGS)
         num_features += num_features % 2
         self.features = (
-            FourierFeatures(num_features) if kind == "fourier" else PositionalEmbedding(num_features)
+            FourierFeatures(num_features, seed=seed)
+            if kind == "fourier"
+            else PositionalEmbedding(num_features)
         )
         self.mlp = nn.Sequential(nn.Linear(num_features, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
 

@@ -1,4 +1,4 @@
-"""The embedding-conditioned U-Net: the decoder p_theta(x | y, a) of the two-stage model (DESIGN.md sec. 1).
+"""The embedding-conditioned U-Net: the decoder p_theta(x | y, a) (docs/architecture.md, "The two-stage model").
 
 A DDPM/ADM-style U-Net (Ho et al. 2020; Dhariwal & Nichol 2021): residual blocks with GroupNorm, SiLU
 and 3x3 convolutions, optional self-attention at chosen resolutions, strided-conv downsampling and
@@ -6,6 +6,11 @@ nearest-neighbour upsampling with skip connections. Every residual block is driv
 vector: the noise-level embedding plus a learned linear projection of [y ++ one_hot(a)] (a learned null
 vector replaces the projection for dropped conditions), applied by adaptive group-norm.
 With emb_dim = num_classes = 0 it is the plain unconditional U-Net (the single-stage baseline).
+
+As a super-resolution network (SR3, Saharia et al. 2021; vcdm.stages.upsampler) it also reads the upsampled
+low-resolution image, concatenated to x (extra_in_channels), and, with aug_embedding, the noise level sigma_aug
+of that image's conditioning augmentation (Ho et al. 2021): a second Fourier embedding of
+c_aug = ln(sigma_aug + AUG_SIGMA_FLOOR) / 4 added to the conditioning vector beside the noise-level embedding.
 """
 
 from __future__ import annotations
@@ -28,6 +33,19 @@ from vcdm.networks.layers import (
     group_norm,
 )
 
+# sigma_aug = 0 (a clean low-res input) must have a finite level: c_aug = ln(sigma_aug + floor) / 4. Levels that
+# visibly change an 8-bit image (>= one grey level, 2 / 255) are well above the floor: c_aug ~ ln(sigma_aug) / 4.
+AUG_SIGMA_FLOOR = 1e-3
+_AUG_FEATURE_SEED = 1  # the frequencies of the augmentation-level features (the noise level's use seed 0)
+
+
+def aug_level(sigma_aug: Tensor) -> Tensor:
+    """The network input for an augmentation level: c_aug = ln(sigma_aug + AUG_SIGMA_FLOOR) / 4, float32 (B,).
+
+    On EDM's c_noise = ln(sigma) / 4 scale; sigma_aug = 0 maps to ln(1e-3) / 4 ~ -1.73, deterministically.
+    """
+    return torch.log(sigma_aug.float() + AUG_SIGMA_FLOOR) / 4
+
 
 @dataclass(frozen=True)
 class UNetConfig:
@@ -46,6 +64,7 @@ class UNetConfig:
     noise_embedding: str = "fourier"  # "fourier" (EDM NCSN++) or "positional" (sinusoidal, DDPM)
     emb_dim: int = 0  # dimension of cond["emb"] (the embedding y); 0 = not conditioned on y
     num_classes: int = 0  # number of classes of cond["label"]; 0 = no labels
+    aug_embedding: bool = False  # read cond["aug_sigma"], the low-res input's augmentation noise level (SR)
 
     def __post_init__(self) -> None:
         owner = "UNetConfig"
@@ -77,6 +96,8 @@ class UNetConfig:
         check_choice(owner, "noise_embedding", self.noise_embedding, NOISE_EMBEDDINGS)
         check_int(owner, "emb_dim", self.emb_dim, 0)
         check_int(owner, "num_classes", self.num_classes, 0)
+        if not isinstance(self.aug_embedding, bool):
+            raise VcdmError(f"{owner}.aug_embedding: expected true or false, got {self.aug_embedding!r}")
 
     def check_sizes(self, owner: str = "UNetConfig") -> None:
         """Check the fields that depend on image_size (divisibility, attention resolutions).
@@ -208,6 +229,10 @@ class UNet(nn.Module):
         self.conv_out = nn.Conv2d(ch, cfg.out_channels or cfg.in_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # Created last and only when asked for: the modules above draw the same initial weights either way.
+        self.aug_embedding = (
+            NoiseEmbedding("fourier", base, emb_ch, seed=_AUG_FEATURE_SEED) if cfg.aug_embedding else None
+        )
 
     def forward(self, x: Tensor, c_noise: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
         """Evaluate the network.
@@ -217,7 +242,9 @@ class UNet(nn.Module):
             c_noise: (B,) float noise level (EDM's ln(sigma) / 4, or a DDPM timestep).
             cond: optional dict with "emb" (B, emb_dim) float, "label" (B,) int64, "null" (B,) bool (True =
                 use the learned null condition for that sample) and, when extra_in_channels > 0, "lowres"
-                (B, extra_in_channels, H, W), the low-resolution image already upsampled to H x W.
+                (B, extra_in_channels, H, W), the low-resolution image already upsampled to H x W, and with
+                aug_embedding, "aug_sigma" (B,) float >= 0, the std of the noise added to "lowres". "null" never
+                affects "lowres" or "aug_sigma".
 
         Returns:
             (B, out_channels, H, W) float32, also under autocast.
@@ -241,6 +268,14 @@ class UNet(nn.Module):
             x = torch.cat([x, lowres.to(x.dtype)], dim=1)
 
         emb = self.noise_embedding(c_noise)  # (B, 4 * base)
+        if self.aug_embedding is not None:
+            sigma_aug = None if cond is None else cond.get("aug_sigma")
+            if sigma_aug is None or sigma_aug.shape != (x.shape[0],):
+                got = None if sigma_aug is None else tuple(sigma_aug.shape)
+                raise VcdmError(f"cond['aug_sigma']: expected shape ({x.shape[0]},), got {got}")
+            if bool((sigma_aug < 0).any()):
+                raise VcdmError("cond['aug_sigma']: expected noise levels >= 0")
+            emb = emb + self.aug_embedding(aug_level(sigma_aug).to(emb.device))
         if self.condition is not None:
             emb = emb + self.condition(cond, x.shape[0])
 

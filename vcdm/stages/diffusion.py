@@ -115,8 +115,10 @@ def _resolve_image(section: str):
             raise VcdmError(
                 f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
             )
+        if st.image_size is not None and st.image_size > h:
+            raise VcdmError(f"{section}.image_size must be at most the data's size {h}, got {st.image_size}")
         emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
-        net = replace(st.net, image_size=h, in_channels=c, emb_dim=emb_dim,
+        net = replace(st.net, image_size=st.image_size or h, in_channels=c, emb_dim=emb_dim,
                       num_classes=data.num_classes if st.uses_label else 0)  # fmt: skip
         net.check_sizes(f"{section}.net")
         return replace(cfg, **{section: replace(st, net=net)})
@@ -127,7 +129,7 @@ def _resolve_image(section: str):
 def _prepare_image(section: str):
     def prepare(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
         st: DecoderStage = getattr(cfg, section)
-        tensors: dict[str, Tensor] = {"image": data.images}
+        tensors: dict[str, Tensor] = {"image": data.images_at(st.net.image_size)}  # decoder.image_size
         if st.uses_embedding:
             es = load_embeddings(run)
             tensors["emb"] = es.normalized()[: len(data)]

@@ -31,7 +31,10 @@ EMBED_STREAM = 0xA6  # the augmentations of the embedded copies
 
 def _resolve_embedder(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
     _, c, h, _ = data.images.shape
-    encoder = replace(cfg.embedder.encoder, image_size=h, in_channels=c)
+    size = cfg.embedder.image_size
+    if size is not None and size > h:
+        raise VcdmError(f"embedder.image_size must be at most the data's size {h}, got {size}")
+    encoder = replace(cfg.embedder.encoder, image_size=size or h, in_channels=c)
     return replace(cfg, embedder=replace(cfg.embedder, encoder=encoder))
 
 
@@ -39,7 +42,8 @@ def _prepare_embedder(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
     if cfg.embedder.kind != "learned":
         raise VcdmError(f"embedder.kind is {cfg.embedder.kind!r}: only the 'learned' embedder is trained")
     enc = cfg.embedder.encoder
-    return Prepared({"net": to_dict(enc)}, {"image": data.images}, ContrastiveTask(enc.augment))
+    images = data.images_at(enc.image_size)  # embedder.image_size
+    return Prepared({"net": to_dict(enc)}, {"image": images}, ContrastiveTask(enc.augment))
 
 
 def _build_embedder(meta: dict[str, Any]) -> ConvEncoder:
@@ -94,7 +98,8 @@ def compute_embeddings(
     else:
         embedder = load_embedder(run_dir, cfg)
         gen = torch.Generator().manual_seed(mix_seed(st.train.seed, EMBED_STREAM))
-        emb = embed_images(embedder, data.images, copies=st.aug_copies, augment_cfg=st.augment, generator=gen,
+        images = data.images_at(st.image_size)  # the embedder's size (None: the data's)
+        emb = embed_images(embedder, images, copies=st.aug_copies, augment_cfg=st.augment, generator=gen,
                            progress=progress)  # fmt: skip
     stats = EmbeddingStats.from_embeddings(emb)
     tensors = {"emb": emb.contiguous()} | {f"stats.{k}": v.contiguous() for k, v in stats.to_dict().items()}

@@ -1,0 +1,210 @@
+"""The upsampler stage (SR3 with conditioning augmentation): what the network is given, how it trains,
+exports and loads, what condition dropout leaves alone, and the size errors; and the stages below it trained at
+their own size (decoder.image_size, embedder.image_size)."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from vcdm.config import ConditioningAugment, apply_overrides, preset
+from vcdm.data import ImageData, resize_images
+from vcdm.errors import VcdmError
+from vcdm.stages import build_from_meta, load_model, resolve_for_data, train_stage
+from vcdm.stages.upsampler import (
+    UpsamplerTask,
+    low_res_for,
+    lowres_condition,
+    random_blur,
+    sample_aug_sigma,
+    upsample_lowres,
+)
+
+
+def _blobs(n=32, size=16, seed=0) -> ImageData:
+    """Smooth RGB images (a coloured disc on a dark background) with 2 classes."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    images = torch.zeros(n, 3, size, size, dtype=torch.uint8)
+    for i in range(n):
+        cx, cy = torch.randint(4, size - 4, (2,), generator=g).tolist()
+        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < torch.randint(9, 30, (1,), generator=g).item()
+        images[i] = torch.randint(0, 40, (3, 1, 1), generator=g, dtype=torch.uint8)
+        images[i][:, disc] = torch.randint(80, 255, (3, 1), generator=g, dtype=torch.uint8)
+    return ImageData(images, torch.arange(n) % 2, ("a", "b"), "blobs")
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _blobs()
+
+
+def _cfg(*overrides):
+    return apply_overrides(
+        preset("tiny"), ["upsampler.train.total_nimg=64", "upsampler.low_res=8", *overrides]
+    )
+
+
+def test_resolve_fills_the_sizes_and_the_network_takes_the_noisy_image_and_the_lowres_channels(
+    tmp_path, data
+):
+    cfg = resolve_for_data(_cfg(), data, tmp_path)
+    net = cfg.upsampler.net
+    assert (net.image_size, net.in_channels, net.extra_in_channels, net.aug_embedding) == (16, 3, 3, True)
+    # low_res: as set, else decoder.image_size when the decoder samples below the data's size, else half of it
+    assert low_res_for(cfg, 16) == 8 and low_res_for(preset("tiny"), 16) == 8
+    assert low_res_for(apply_overrides(preset("tiny"), ["decoder.image_size=8"]), 32) == 8
+    assert low_res_for(apply_overrides(preset("tiny"), ["decoder.image_size=16"]), 16) == 8
+    assert (
+        resolve_for_data(preset("tiny"), data, tmp_path).upsampler.low_res is None
+    )  # it follows the decoder
+    meta = {"kind": "upsampler", "net": json.loads(json.dumps(net.__dict__)), "diffusion": {}}
+    denoiser = build_from_meta(meta)
+    seen = []
+    denoiser.net.conv_in.register_forward_hook(lambda m, args, out: seen.append(args[0].shape))
+    x = torch.randn(2, 3, 16, 16)
+    cond = lowres_condition(
+        torch.rand(2, 3, 8, 8) * 2 - 1, 16, torch.tensor([0.0, 0.2]), torch.randn_like(x), True
+    )
+    assert denoiser(x, torch.tensor([1.0, 2.0]), cond).shape == (2, 3, 16, 16)
+    assert seen == [(2, 6, 16, 16)]  # the noisy high-res image beside the upsampled low-res one
+
+
+def test_lowres_condition_upsamples_bicubically_and_noises_per_sample():
+    x_lr = torch.rand(3, 3, 8, 8) * 2 - 1
+    noise = torch.randn(3, 3, 16, 16)
+    up = upsample_lowres(x_lr, 16)
+    assert up.shape == (3, 3, 16, 16) and up.abs().max() <= 1
+    ref = torch.nn.functional.interpolate(x_lr, size=(16, 16), mode="bicubic", align_corners=False).clamp(
+        -1, 1
+    )
+    assert torch.equal(up, ref)
+    cond = lowres_condition(x_lr, 16, torch.tensor([0.0, 0.1, 0.3]), noise, True)
+    torch.testing.assert_close(
+        cond["lowres"], up + torch.tensor([0.0, 0.1, 0.3])[:, None, None, None] * noise
+    )
+    assert torch.equal(cond["lowres"][0], up[0])  # level 0: the clean upsampled image, whatever the noise
+    assert torch.equal(cond["aug_sigma"], torch.tensor([0.0, 0.1, 0.3]))
+    assert "aug_sigma" not in lowres_condition(x_lr, 16, torch.zeros(3), noise, False)
+
+
+def test_training_levels_follow_the_configured_distribution():
+    g = torch.Generator().manual_seed(0)
+    aug = ConditioningAugment(noise="log-uniform", sigma_min=0.01, sigma_max=0.5, zero_prob=0.25)
+    s = sample_aug_sigma(aug, 4000, g)
+    zero = s == 0
+    assert abs(zero.float().mean() - 0.25) < 0.03
+    assert s[~zero].min() >= 0.01 and s[~zero].max() <= 0.5
+    assert abs(s[~zero].median() - (0.01 * 0.5) ** 0.5) < 0.01  # ln sigma uniform: median = geometric mean
+    uniform = sample_aug_sigma(replace(aug, noise="uniform", zero_prob=0.0), 4000, g)
+    assert abs(uniform.mean() - 0.25) < 0.02 and uniform.max() <= 0.5
+    assert not sample_aug_sigma(replace(aug, noise="none"), 10, g).any()
+
+
+def test_blur_augmentation():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(6, 3, 8, 8) * 2 - 1
+    assert torch.equal(random_blur(x, 0.0, (0.4, 0.6), g), x)
+    blurred = random_blur(x, 1.0, (0.4, 0.6), g)
+    assert blurred.shape == x.shape and (blurred.var(dim=(2, 3)) < x.var(dim=(2, 3))).all()
+    flat = torch.full((2, 3, 8, 8), 0.3)
+    torch.testing.assert_close(random_blur(flat, 1.0, (0.4, 2.0), g), flat)  # the kernel sums to one
+
+
+def test_training_lowers_the_loss_and_the_export_loads_back(tmp_path, data):
+    cfg = _cfg("upsampler.train.total_nimg=256", "upsampler.train.lr=3e-3", "upsampler.train.precision=fp32",
+               "upsampler.augment.blur_prob=0.5")  # fmt: skip
+    res = train_stage("upsampler", tmp_path, cfg, data, progress=False)
+    first, last = sum(res.losses[:3]) / 3, sum(res.losses[-3:]) / 3
+    assert last < 0.8 * first, (first, last)
+    loaded, meta = load_model(tmp_path / "upsampler", "upsampler")
+    assert meta["low_res"] == 8 and meta["upsample"] == "bicubic" and meta["augment"]["sample_sigma"] == 0.05
+    x, sigma = torch.randn(3, 3, 16, 16), torch.tensor([0.1, 1.0, 10.0])
+    cond = lowres_condition(
+        torch.rand(3, 3, 8, 8) * 2 - 1, 16, torch.tensor([0.0, 0.05, 0.3]), torch.randn_like(x), True
+    )
+    with torch.no_grad():
+        assert torch.equal(res.ema.eval()(x, sigma, cond), loaded(x, sigma, cond))
+    with pytest.raises(VcdmError, match="holds a 'upsampler' model, expected a 'image' model"):
+        load_model(tmp_path / "upsampler", "image")  # never mistaken for a base decoder
+
+
+def test_condition_dropout_never_drops_the_lowres_image(data):
+    cfg = _cfg()
+    batch = {"image": data.as_float(slice(0, 8)), "lowres": resize_images(data.images[:8], 8),
+             "label": data.labels[:8]}  # fmt: skip
+    seen = []
+
+    def spy(x, sigma, cond):
+        seen.append(cond)
+        return x
+
+    aug = cfg.upsampler.augment
+    for p in (0.0, 0.9):
+        UpsamplerTask(cfg.upsampler.diffusion, aug, use_label=True, cond_drop_prob=p).loss(
+            spy, batch, torch.Generator().manual_seed(0)
+        )
+    kept, dropped = seen
+    assert "null" not in kept and dropped["null"].any()
+    # the same low-res input and level whether or not y / label are dropped
+    assert torch.equal(kept["lowres"], dropped["lowres"]) and torch.equal(
+        kept["aug_sigma"], dropped["aug_sigma"]
+    )
+    assert torch.equal(dropped["label"], batch["label"])
+    # and the network still reads the low-res image of a dropped sample
+    net = build_from_meta({"kind": "upsampler", "diffusion": {}, "net": {"image_size": 16, "in_channels": 3,
+                           "extra_in_channels": 3, "base_channels": 8, "channel_mults": [1, 2],
+                           "num_classes": 2, "aug_embedding": True}}).net  # fmt: skip
+    torch.nn.init.normal_(net.conv_out.weight)
+    x, c = torch.randn(8, 3, 16, 16), torch.zeros(8)
+    a = net(x, c, dropped)
+    b = net(x, c, dropped | {"lowres": dropped["lowres"] + 0.5})
+    assert ((a - b).abs().flatten(1).amax(1) > 1e-4).all()
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("upsampler.low_res=6", "upsampler.low_res must divide the data's size 16 (data.image_size), got 6"),
+        (
+            "upsampler.low_res=32",
+            "upsampler.low_res must be below the data's size 16 (data.image_size), got 32",
+        ),
+        (
+            "upsampler.low_res=16",
+            "upsampler.low_res must be below the data's size 16 (data.image_size), got 16",
+        ),
+    ],
+)
+def test_wrong_sizes_are_one_line_errors_naming_the_field(tmp_path, data, override, message):
+    with pytest.raises(VcdmError) as e:
+        train_stage("upsampler", tmp_path, _cfg(override), data, progress=False)
+    assert str(e.value) == message
+    # the other stages still train: an upsampler that does not fit is reported only when it is trained
+    train_stage("baseline", tmp_path, _cfg(override, "baseline.train.total_nimg=32"), data, progress=False)
+    with pytest.raises(VcdmError, match=r"^decoder.image_size must be at most the data's size 16, got 32$"):
+        resolve_for_data(_cfg("decoder.image_size=32"), data, tmp_path)
+    with pytest.raises(VcdmError, match=r"^embedder.image_size must be at most the data's size 16, got 32$"):
+        resolve_for_data(_cfg("embedder.image_size=32"), data, tmp_path)
+
+
+def test_base_stages_train_at_their_own_size(tmp_path, data):
+    cfg = _cfg("baseline.image_size=8", "baseline.train.total_nimg=32", "embedder.image_size=8",
+               "embedder.train.total_nimg=32")  # fmt: skip
+    res = train_stage("baseline", tmp_path, cfg, data, progress=False)
+    assert json.loads((tmp_path / "baseline" / "model.json").read_text())["net"]["image_size"] == 8
+    assert res.ema(torch.randn(1, 3, 8, 8), torch.ones(1), None).shape == (1, 3, 8, 8)
+    train_stage("embedder", tmp_path, cfg, data, progress=False)
+    from vcdm.stages import compute_embeddings
+
+    es = compute_embeddings(tmp_path, cfg, data, progress=False)  # embeds the 8x8 images
+    assert es.emb.shape == (32, 8)
+    # the resize is the data's antialiased one, computed once per size
+    small = data.images_at(8)
+    assert (
+        small is data.images_at(8)
+        and data.images_at(None) is data.images
+        and data.images_at(16) is data.images
+    )
+    assert torch.equal(small, resize_images(data.images, 8)) and small.shape == (32, 3, 8, 8)

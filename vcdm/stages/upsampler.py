@@ -1,0 +1,209 @@
+"""The upsampler stage: SR3 super-resolution (Saharia et al. 2021) with conditioning augmentation (Ho et al. 2021,
+Cascaded Diffusion Models), the top of a cascade prior -> decoder at low_res -> upsampler at the data's size.
+
+The U-Net denoises the high-res image x given the low-res image x_lr, read as extra input channels:
+
+    cond["lowres"]    = up(x_lr) + sigma_aug * n,   n ~ N(0, I) at the target size,
+    cond["aug_sigma"] = sigma_aug                   (when the augmentation is on),
+
+with up() bicubic interpolation (align_corners=False, clamped to [-1, 1]). The network embeds
+c_aug = ln(sigma_aug + 1e-3) / 4 with its own Fourier features and MLP and adds it to the noise-level embedding
+(vcdm.networks.unet). In training x_lr is the run's image at low_res (the antialiased resize that the base
+stage trains on, vcdm.data.resize_images), optionally blurred first, and sigma_aug is drawn per sample
+(ConditioningAugment); at sampling time x_lr is the base stage's sample and sigma_aug one chosen level
+(vcdm.pipeline.upsampler_component). Loss, preconditioning, samplers and classifier-free guidance are those of
+every image stage; condition dropout marks y / label as null and never touches the low-res image.
+
+A cascade from the command line (data at 64x64, the base stages at 32x32):
+
+    vcdm train embedder RUN --set data.source=DATA --set data.image_size=64 --set decoder.image_size=32
+    vcdm embed RUN && vcdm train prior RUN && vcdm train decoder RUN
+    vcdm train upsampler RUN                   # upsampler.low_res follows decoder.image_size
+    vcdm sample RUN --num 16 --aug-sigma 0.05  # 64x64 samples; the 32x32 ones in OUT/low_res/
+    vcdm upsample RUN a.png b.png              # upsample given images
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vcdm.config import ConditioningAugment, DiffusionConfig, RunConfig, to_dict
+from vcdm.data import ImageData
+from vcdm.diffusion import ddpm_loss, edm_loss
+from vcdm.errors import VcdmError
+from vcdm.guidance import drop_condition
+from vcdm.runs import RunDir
+from vcdm.stages.diffusion import build_denoiser, make_cond
+from vcdm.stages.embedder import embedding_dim, load_embeddings
+from vcdm.stages.registry import Prepared, StageKind, register
+
+UPSAMPLE_MODE = "bicubic"  # how x_lr is brought to the target size, in training and at sampling
+
+
+def upsample_lowres(x_lr: Tensor, size: int) -> Tensor:
+    """Low-res images (B, C, h, w) in [-1, 1] -> (B, C, size, size): bicubic, clamped to [-1, 1] (bicubic
+    overshoots at edges); float32."""
+    x_lr = x_lr.float()
+    if x_lr.shape[-2:] == (size, size):
+        return x_lr
+    return F.interpolate(x_lr, size=(size, size), mode=UPSAMPLE_MODE, align_corners=False).clamp(-1, 1)
+
+
+def lowres_condition(
+    x_lr: Tensor, size: int, sigma_aug: Tensor, noise: Tensor, level: bool
+) -> dict[str, Tensor]:
+    """The upsampler's image condition: {"lowres": up(x_lr) + sigma_aug * noise[, "aug_sigma": sigma_aug]}.
+
+    Args:
+        x_lr: (B, C, h, w) in [-1, 1]. size: the target size. sigma_aug: (B,) levels >= 0.
+        noise: (B, C, size, size) unit Gaussian (unused where sigma_aug is 0: level 0 is deterministic).
+        level: whether the network reads the level (its net.aug_embedding).
+    """
+    up = upsample_lowres(x_lr, size)
+    sigma = sigma_aug.to(up.device, torch.float32)
+    cond = {"lowres": up + sigma.reshape(-1, 1, 1, 1) * noise.to(up.device, torch.float32)}
+    if level:
+        cond["aug_sigma"] = sigma
+    return cond
+
+
+def sample_aug_sigma(aug: ConditioningAugment, batch: int, generator: torch.Generator) -> Tensor:
+    """Training levels sigma_aug (B,): 0 with probability zero_prob, else log-uniform on [sigma_min, sigma_max]
+    (ln sigma_aug uniform) or uniform on [0, sigma_max]; all zeros when the noise is "none"."""
+    if not aug.noised:
+        return torch.zeros(batch, device=generator.device)
+    u = torch.rand(batch, generator=generator, device=generator.device)
+    clean = torch.rand(batch, generator=generator, device=generator.device) < aug.zero_prob
+    if aug.noise == "log-uniform":
+        lo, hi = math.log(aug.sigma_min), math.log(aug.sigma_max)
+        sigma = (lo + (hi - lo) * u).exp()
+    else:
+        sigma = aug.sigma_max * u
+    return torch.where(clean, 0.0, sigma)
+
+
+def random_blur(
+    x: Tensor, prob: float, sigma_range: tuple[float, float], generator: torch.Generator
+) -> Tensor:
+    """CDM's blur augmentation: each image, with probability `prob`, gets a separable Gaussian blur of std
+    uniform in sigma_range (pixels; kernel radius ceil(3 * hi), edges replicated); the others are unchanged.
+
+    Args:
+        x: (B, C, H, W) float. generator: the source of the draws.
+    """
+    if prob <= 0:
+        return x
+    b, c, h, w = x.shape
+    blur = torch.rand(b, generator=generator, device=generator.device) < prob
+    lo, hi = sigma_range
+    std = lo + (hi - lo) * torch.rand(b, generator=generator, device=generator.device)
+    radius = max(1, math.ceil(3 * hi))
+    t = torch.arange(-radius, radius + 1, device=generator.device, dtype=torch.float32)
+    kernel = (-(t[None] ** 2) / (2 * std[:, None] ** 2)).exp()
+    kernel = kernel / kernel.sum(1, keepdim=True)  # (B, K)
+    delta = (t == 0).float()[None].expand(b, -1)
+    kernel = torch.where(blur[:, None], kernel, delta).to(x.device, x.dtype).repeat_interleave(c, dim=0)
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
+    y = F.conv2d(y, kernel[:, None, None, :], groups=b * c)  # along W
+    y = F.conv2d(y, kernel[:, None, :, None], groups=b * c)  # along H
+    return y.reshape(b, c, h, w)
+
+
+@dataclass
+class UpsamplerTask:
+    """Denoising loss of the upsampler: x0 = batch["image"] given its noised, upsampled batch["lowres"]."""
+
+    diffusion: DiffusionConfig
+    augment: ConditioningAugment
+    use_emb: bool = False
+    use_label: bool = False
+    cond_drop_prob: float = 0.0
+
+    def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
+        x0, x_lr = batch["image"], batch["lowres"]
+        if x_lr.dtype == torch.uint8:
+            x_lr = x_lr.float() / 127.5 - 1
+        b, aug = len(x0), self.augment
+        # every draw comes from the loop's generator, in a fixed order: blur, levels, noise, dropout, then the loss's
+        x_lr = random_blur(x_lr, aug.blur_prob, aug.blur_sigma, generator)
+        sigma_aug = sample_aug_sigma(aug, b, generator)
+        noise = torch.randn(x0.shape, generator=generator, device=generator.device)
+        cond = lowres_condition(x_lr, x0.shape[-1], sigma_aug, noise, aug.noised)
+        cond |= make_cond(batch, self.use_emb, self.use_label) or {}
+        cond = drop_condition(cond, self.cond_drop_prob, b, generator)  # sets cond["null"] only
+        d = self.diffusion
+        if d.parameterization == "eps":
+            inner = model.module if hasattr(model, "module") else model
+            return ddpm_loss(inner, x0, cond, generator)
+        return edm_loss(model, x0, cond, generator, sigma_data=d.sigma_data, p_mean=d.p_mean, p_std=d.p_std)
+
+
+def low_res_for(cfg: RunConfig, size: int) -> int:
+    """The upsampler's input size for data of `size`: upsampler.low_res, or when that is None, decoder.image_size
+    if the decoder samples below the data's size, else half the data's size. Worked out when the upsampler is
+    trained (and recorded in its export) rather than written into config.json, so that it follows a
+    decoder.image_size set later."""
+    if cfg.upsampler.low_res is not None:
+        return cfg.upsampler.low_res
+    below = cfg.decoder.image_size
+    return below if below is not None and below < size else size // 2
+
+
+def _resolve_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
+    """Fill in the data-derived fields. Nothing is checked here: the upsampler is optional, and a config that
+    does not fit the data must not stop the other stages from training (`check_upsampler` does, in prepare)."""
+    st = cfg.upsampler
+    _, c, h, _ = data.images.shape
+    emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
+    net = replace(st.net, image_size=h, in_channels=c, extra_in_channels=c, emb_dim=emb_dim,
+                  num_classes=data.num_classes if st.uses_label else 0, aug_embedding=st.augment.noised)  # fmt: skip
+    return replace(cfg, upsampler=replace(st, net=net))
+
+
+def check_upsampler(cfg: RunConfig, data: ImageData) -> int:
+    """The upsampler's input size (`low_res_for`), after one-line VcdmErrors, naming the field, for an upsampler
+    config that does not fit the data."""
+    _, _, h, w = data.images.shape
+    if h != w:
+        raise VcdmError(
+            f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
+        )
+    low = low_res_for(cfg, h)
+    if low >= h:
+        raise VcdmError(f"upsampler.low_res must be below the data's size {h} (data.image_size), got {low}")
+    if h % low:
+        raise VcdmError(f"upsampler.low_res must divide the data's size {h} (data.image_size), got {low}")
+    cfg.upsampler.net.check_sizes("upsampler.net")
+    return low
+
+
+def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
+    st = cfg.upsampler
+    low = check_upsampler(cfg, data)
+    # the low-res inputs are the very images a base stage at low_res trains on
+    tensors: dict[str, Tensor] = {"image": data.images, "lowres": data.images_at(low)}
+    if st.uses_embedding:
+        tensors["emb"] = load_embeddings(run).normalized()[: len(data)]
+    if st.uses_label:
+        if data.labels is None:
+            raise VcdmError(
+                f"upsampler.condition {st.condition!r} needs class labels, but {data.source} has none"
+            )
+        tensors["label"] = data.labels
+    meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition,
+            "low_res": low, "upsample": UPSAMPLE_MODE, "augment": to_dict(st.augment)}  # fmt: skip
+    task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
+                         cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
+    return Prepared(meta, tensors, task)
+
+
+register(StageKind(
+    name="upsampler", summary="SR3 super-resolution U-Net p(x | x at upsampler.low_res [, y, label]) with "
+    "conditioning augmentation: the top of a cascade", train_path="upsampler.train", prepare=_prepare_upsampler,
+    build=build_denoiser, init_stream=0x5E, role="upsampler", resolve=_resolve_upsampler,
+))  # fmt: skip
