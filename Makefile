@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow lint format figures emoji-data clean
+.PHONY: demo-emoji demo test test-slow lint format figures emoji-data clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,6 +32,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix vcdm tests bench scripts
 	$(BIN)/ruff format vcdm tests bench scripts
+
+# The RGB emoji cascade demo (two-stage base at 32x32, upsampler to 64x64): about 30 min on 2 idle cores.
+demo-emoji: emoji-data
+	$(BIN)/vcdm demo --preset emoji --out runs/emoji
 
 figures: $(STAMP)
 	$(BIN)/python scripts/figures.py --run runs/demo --out docs/figures

@@ -16,7 +16,11 @@ from vcdm.runs import RunDir, guard, num_params
 from vcdm.stages import compute_embeddings, get_kind, load_embedder, resolve_for_data, train_stage
 from vcdm.training import distributed as dist
 
-DEMO_STAGES = ("embedder", "prior", "decoder", "baseline")
+# what each stage is, and the grid file of each sampled arm
+STAGE_TITLES = {"embedder": "contrastive image encoder", "prior": "transformer prior over y",
+                "decoder": "U-Net p(x | y)", "baseline": "U-Net p(x), single-stage",
+                "upsampler": "SR3 upsampler p(x | x_lr)"}  # fmt: skip
+ARMS = {"decoder": ("two-stage", "two_stage.png"), "baseline": ("single-stage", "single_stage.png")}
 
 
 def run_demo(
@@ -43,7 +47,7 @@ def run_demo(
     run.save_config(resolve_for_data(cfg, data, run))
     log(f"data: {data.source}, {len(data)} images {tuple(data.images.shape[1:])}, {data.num_classes} classes")
 
-    for name in DEMO_STAGES:
+    for name in cfg.demo.stages:
         if name == "prior" and not run.embeddings.is_file():
             compute_embeddings(out, cfg, data, progress=progress)
         kind = get_kind(name)
@@ -56,15 +60,20 @@ def run_demo(
     n_eval = max(num_samples, cfg.eval.num_samples) if cfg.data.source == "mnist" else num_samples
     seeds = list(range(seed, seed + n_eval))
     sampling, samples = {}, {}
-    for name, file in (("decoder", "two_stage.png"), ("baseline", "single_stage.png")):
-        pipe = Pipeline.from_run(out, name)
+    for name in (arm for arm in ARMS if arm in cfg.demo.stages):
+        file = ARMS[name][1]
+        pipe = Pipeline.from_run(out, name)  # a cascade when the run has an upsampler
         t0 = time.perf_counter()
-        samples[name] = pipe(seeds, cfg.sample, progress=progress).images
+        res = pipe(seeds, cfg.sample, progress=progress)
+        samples[name] = res.images
         sampling[name] = time.perf_counter() - t0
         save_grid(samples[name][:num_samples], out / file, nrow=8)
+        if res.low_res is not None:  # the base stage's images, before the upsampler
+            save_grid(res.low_res[:num_samples], out / file.replace(".png", "_low_res.png"), nrow=8)
         log(f"wrote {out / file} ({n_eval} samples in {sampling[name]:.1f} s)")
 
-    quality = _quality(cfg, data, samples, progress) if cfg.data.source == "mnist" else None
+    measured = cfg.data.source == "mnist" and "baseline" in samples
+    quality = _quality(cfg, data, samples, progress) if measured else None
     knn = _embedder_knn(out, cfg)
     report = _report(out, cfg, data, sampling, knn, n_eval, quality, time.perf_counter() - t_start)
     atomic_write_text(run.report, report)
@@ -123,6 +132,25 @@ def _embedder_knn(out: Path, cfg: RunConfig) -> float | None:
     return knn_accuracy(e_train, train.labels[:10000], e_test, test.labels[:2000], k=10)
 
 
+def _aug_level(cfg: RunConfig) -> float:
+    s = cfg.sample.upsampler_aug_sigma
+    return cfg.upsampler.augment.sample_sigma if s is None else s
+
+
+def _grid_table(cfg: RunConfig, sampling: dict) -> list[str]:
+    cells = []
+    for arm in sampling:
+        title, file = ARMS[arm]
+        if "upsampler" in cfg.demo.stages:
+            low = file.replace(".png", "_low_res.png")
+            cells += [(f"{title}, base (`{low}`)", f"![{title} base]({low})"),
+                      (f"{title}, upsampled (`{file}`)", f"![{title}]({file})")]  # fmt: skip
+        else:
+            cells.append((f"{title} (`{file}`)", f"![{title}]({file})"))
+    return ["| " + " | ".join(c[0] for c in cells) + " |", "|" + " --- |" * len(cells),
+            "| " + " | ".join(c[1] for c in cells) + " |"]  # fmt: skip
+
+
 def _report(
     out: Path,
     cfg: RunConfig,
@@ -134,9 +162,8 @@ def _report(
     total: float,
 ) -> str:
     rows = []
-    for name, what in (("embedder", "contrastive image encoder"), ("prior", "transformer prior over y"),
-                       ("decoder", "U-Net p(x | y)"), ("baseline", "U-Net p(x), single-stage")):  # fmt: skip
-        m = RunDir(out).stage_meta(name)
+    for name in cfg.demo.stages:
+        what, m = STAGE_TITLES[name], RunDir(out).stage_meta(name)
         rows.append(f"| {name} | {what} | {num_params(out / name):,} | {m['nimg']:,} | {m['seconds']:.0f} | "
                     f"{m['nimg'] / max(m['seconds'], 1e-9):.0f} |")  # fmt: skip
     s = cfg.sample
@@ -153,12 +180,18 @@ def _report(
         "",
         f"Sampling: {n:,} images each, decoder {s.sampler} with {s.num_steps} steps, prior {s.prior_sampler} with "
         f"{s.prior_num_steps} steps, guidance {s.guidance} / prior guidance {s.prior_guidance}, "
-        f"{s.precision}. "
-        f"Two-stage: {sampling['decoder']:.1f} s; single-stage: {sampling['baseline']:.1f} s.",
+        f"{s.precision}"
+        + (
+            f"; upsampler {s.upsampler_sampler} with {s.upsampler_num_steps} steps, augmentation level "
+            f"{_aug_level(cfg)}"
+            if "upsampler" in cfg.demo.stages
+            else ""
+        )  # fmt: skip
+        + ". "
+        + "; ".join(f"{ARMS[a][0].capitalize()}: {sec:.1f} s" for a, sec in sampling.items())
+        + ".",
         "",
-        "| two-stage (`two_stage.png`) | single-stage (`single_stage.png`) |",
-        "| --- | --- |",
-        "| ![two-stage](two_stage.png) | ![single-stage](single_stage.png) |",
+        *_grid_table(cfg, sampling),
         "",
     ]
     if knn is not None:
