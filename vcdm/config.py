@@ -108,8 +108,22 @@ class PriorStage:
         _check(self.precond in ("x0", "edm"), "prior.precond", "'x0' or 'edm'", self.precond)
 
 
+class _Conditioned:
+    """What an image stage is conditioned on, from its `condition` ("embedding", "label", "embedding+label")."""
+
+    condition: str
+
+    @property
+    def uses_embedding(self) -> bool:
+        return "embedding" in self.condition
+
+    @property
+    def uses_label(self) -> bool:
+        return "label" in self.condition
+
+
 @dataclass(frozen=True)
-class DecoderStage:
+class DecoderStage(_Conditioned):
     net: UNetConfig = field(
         default_factory=UNetConfig
     )  # image_size, channels, emb_dim, num_classes set from data
@@ -125,14 +139,6 @@ class DecoderStage:
         _check(self.condition in CONDITIONS, "decoder.condition", f"one of {CONDITIONS}", self.condition)
         _check(0 <= self.cond_drop_prob < 1, "decoder.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
         _check_size("decoder.image_size", self.image_size)
-
-    @property
-    def uses_embedding(self) -> bool:
-        return "embedding" in self.condition
-
-    @property
-    def uses_label(self) -> bool:
-        return "label" in self.condition
 
 
 @dataclass(frozen=True)
@@ -177,7 +183,7 @@ class ConditioningAugment:
 
 
 @dataclass(frozen=True)
-class UpsamplerStage:
+class UpsamplerStage(_Conditioned):
     """An SR3 super-resolution stage p(x | x_lr [, y, label]) at the data's size, conditioned on the image
     of the stage below (decoder.image_size) by concatenation, with conditioning augmentation."""
 
@@ -199,14 +205,6 @@ class UpsamplerStage:
         ok = self.low_res is None or (isinstance(self.low_res, int) and not isinstance(self.low_res, bool)
                                       and self.low_res >= 1)  # fmt: skip
         _check(ok, "upsampler.low_res", "null or a positive integer", self.low_res)
-
-    @property
-    def uses_embedding(self) -> bool:
-        return "embedding" in self.condition
-
-    @property
-    def uses_label(self) -> bool:
-        return "label" in self.condition
 
 
 @dataclass(frozen=True)
