@@ -8,6 +8,7 @@ resumed from a checkpoint continues exactly, and the result does not depend on t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import signal
@@ -119,24 +120,39 @@ def batch_indices(num: int, nimg: int, batch: int, seed: int) -> Tensor:
 
     Each epoch e is a permutation drawn from (seed, e); a batch may straddle two epochs.
     """
-    out, pos = [], nimg
-    while len(out) < batch:
+    parts, pos, need = [], nimg, batch
+    while need > 0:
         epoch, offset = divmod(pos, num)
-        perm = torch.randperm(num, generator=torch.Generator().manual_seed(mix_seed(seed, DATA_ORDER, epoch)))
-        take = perm[offset : offset + batch - len(out)]
-        out.extend(take.tolist())
+        take = _epoch_permutation(num, seed, epoch)[offset : offset + need]
+        parts.append(take)
         pos += len(take)
-    return torch.tensor(out, dtype=torch.long)
+        need -= len(take)
+    return torch.cat(parts)  # a copy: the cached permutations stay untouched
+
+
+@functools.lru_cache(maxsize=2)  # the current epoch and the next one (a batch straddling both)
+def _epoch_permutation(num: int, seed: int, epoch: int) -> Tensor:
+    """The data order of epoch `epoch`, drawn once and reused by every batch of that epoch."""
+    return torch.randperm(num, generator=torch.Generator().manual_seed(mix_seed(seed, DATA_ORDER, epoch)))
 
 
 def _to_batch(data: dict[str, Tensor], idx: Tensor, device: torch.device) -> dict[str, Tensor]:
     batch = {}
     for k, v in data.items():
-        v = v[idx].to(device, non_blocking=True)
+        v = v.index_select(0, idx).to(device, non_blocking=True)  # = v[idx], several times faster on images
         if k == "image" and v.dtype == torch.uint8:
-            v = v.float() / 127.5 - 1
+            v = v.float().div_(127.5).sub_(1)  # = v.float() / 127.5 - 1, bit for bit, in one buffer
         batch[k] = v
     return batch
+
+
+def _seed_step_rng(seed: int, device: torch.device) -> None:
+    """torch.manual_seed(seed) for the generators a training step draws from (dropout): the CPU's, and the
+    CUDA devices' when training on CUDA. The same draws, without the ~0.25 ms per call that
+    torch.manual_seed spends queuing seeds (with tracebacks) for backends that are not initialised."""
+    torch.default_generator.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
 
 
 def _autocast(precision: str, device: torch.device):
@@ -226,6 +242,7 @@ def train(
 
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     micro = cfg.batch_size // cfg.micro_batches
+    params = list(model.parameters())  # looked up once: the module walk costs ~0.3 ms per step
     my_micro = list(range(rank, cfg.micro_batches, world))
 
     def checkpoint() -> Path | None:
@@ -258,7 +275,7 @@ def train(
                 gen = torch.Generator(device).manual_seed(mix_seed(cfg.seed, nimg, m))
                 sync = ddp.no_sync() if world > 1 and j < len(my_micro) - 1 else contextlib.nullcontext()
                 with sync, torch.random.fork_rng(devices=[]), _autocast(cfg.precision, device):
-                    torch.manual_seed(mix_seed(cfg.seed, nimg, m, 1))  # dropout, restored on exit
+                    _seed_step_rng(mix_seed(cfg.seed, nimg, m, 1), device)  # dropout; CPU's restored on exit
                     per_sample = task.loss(ddp, batch, gen).float()
                     # sum / global batch; DDP averages over processes, hence * world
                     (per_sample.sum() * (world / cfg.batch_size)).backward()
@@ -271,7 +288,7 @@ def train(
                 where = f"; the last good checkpoint is {last[-1]}" if last else ""
                 raise VcdmError(f"[{desc}] loss became {loss} at {nimg} images (try a lower train.lr){where}")
             if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             nimg += cfg.batch_size
             ema.update(model, ema_beta(cfg.batch_size, nimg, cfg.ema_halflife_nimg, cfg.ema_rampup))
