@@ -11,6 +11,7 @@ import torch
 
 from vcdm.data import load_mnist, mnist
 from vcdm.errors import VcdmError
+from vcdm.fileio import cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -141,11 +142,11 @@ def test_disk_cache_written_read_and_rewritten_when_corrupt(tmp_path):
 def test_cache_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.setenv("VCDM_CACHE_DIR", str(tmp_path / "explicit"))
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert mnist._cache_dir() == tmp_path / "explicit"
+    assert cache_dir() == tmp_path / "explicit"
     monkeypatch.delenv("VCDM_CACHE_DIR")
-    assert mnist._cache_dir() == tmp_path / "xdg" / "vcdm"
+    assert cache_dir() == tmp_path / "xdg" / "vcdm"
     monkeypatch.delenv("XDG_CACHE_HOME")
-    assert mnist._cache_dir() == Path.home() / ".cache" / "vcdm"
+    assert cache_dir() == Path.home() / ".cache" / "vcdm"
 
 
 def test_unwritable_cache_only_warns(tmp_path):

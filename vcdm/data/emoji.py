@@ -17,7 +17,7 @@ CC-BY 4.0, Copyright Twitter, Inc. and other contributors. emoji.json is MIT (Ca
 
 Fetching is a set-up step, never done by the library at run time: `make emoji-data` (or
 `python -m vcdm.data.emoji`) runs `npm pack` for each package in a temp dir, checks the tarball against
-its recorded SHA-256, and unpacks emoji.json and the 64px PNGs into the data cache (see `_cache_dir`) as
+its recorded SHA-256, and unpacks emoji.json and the 64px PNGs into the data cache (vcdm.fileio.cache_dir) as
 `emoji/<vendor>-<version>/`, atomically (unpacked beside it, then renamed). Decoding the PNGs takes a
 while, so the decoded uint8 arrays are cached there per (vendor, size) too, as an .npz.
 """
@@ -47,9 +47,9 @@ import torch
 from PIL import Image
 
 from vcdm.data.images import ImageData, conform_array
-from vcdm.data.mnist import _cache_dir
 from vcdm.errors import VcdmError
 from vcdm.fileio import atomic_write_bytes, atomic_write_text
+from vcdm.fileio import cache_dir as vcdm_cache_dir
 
 VERSION = "16.0.0"
 VENDORS = ("google", "twitter")
@@ -145,7 +145,7 @@ def emoji_split(name: str) -> str:
 
 def dataset_dir(vendor: str, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where `fetch_emoji` unpacks a vendor's images: <cache>/emoji/<vendor>-<VERSION>/."""
-    return Path(cache_dir or _cache_dir()) / "emoji" / f"{vendor}-{VERSION}"
+    return Path(cache_dir or vcdm_cache_dir()) / "emoji" / f"{vendor}-{VERSION}"
 
 
 # ---------------------------------------------------------------------------------------------- fetching
@@ -372,7 +372,7 @@ def load_emoji(
         )
     if image_size is not None and not (isinstance(image_size, int) and image_size >= 1):
         raise VcdmError(f"data.image_size: got {image_size!r}, expected None or a positive integer")
-    cache = Path(cache_dir or _cache_dir())
+    cache = Path(cache_dir or vcdm_cache_dir())
     images, labels, captions = [], [], []
     for vendor in vendors:
         root = dataset_dir(vendor, cache)

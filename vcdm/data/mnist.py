@@ -16,7 +16,6 @@ import functools
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import warnings
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import torch
 
 from vcdm.data.images import ImageData, conform_array
 from vcdm.errors import VcdmError
-from vcdm.fileio import atomic_write_bytes
+from vcdm.fileio import atomic_write_bytes, cache_dir
 
 MNIST_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
 SPLITS = ("train", "valid", "test")
@@ -111,13 +110,6 @@ def _decode(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _cache_dir() -> Path:
-    """$VCDM_CACHE_DIR, else $XDG_CACHE_HOME/vcdm, else ~/.cache/vcdm."""
-    if os.environ.get("VCDM_CACHE_DIR"):
-        return Path(os.environ["VCDM_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vcdm"
-
-
 def _read_cache(path: Path) -> dict[str, np.ndarray] | None:
     """The cached arrays, or None when the file is missing, unreadable or not shaped as `_decode` makes it."""
     try:
@@ -154,7 +146,7 @@ def _cached_arrays(cache_file: Path, decode: Callable[[], dict[str, np.ndarray]]
 def _mnist_arrays() -> dict[str, np.ndarray]:
     path = _pickle_path()
     digest = _verified_sha256(path)
-    return _cached_arrays(_cache_dir() / f"mnist-{digest[:16]}-v{_CACHE_VERSION}.npz", lambda: _decode(path))
+    return _cached_arrays(cache_dir() / f"mnist-{digest[:16]}-v{_CACHE_VERSION}.npz", lambda: _decode(path))
 
 
 def load_mnist(
