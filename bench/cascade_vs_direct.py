@@ -14,8 +14,13 @@ budget in images chosen so that its training FLOPs equal the cascade's decoder +
     #    (--max-seconds caps its wall clock; the FLOPs actually reached are then reported)
     .venv/bin/python bench/cascade_vs_direct.py direct --cascade /tmp/emoji_demo --direct /tmp/emoji_direct
     # 3. sample the same seeds from both arms, FID / precision / recall at 64x64 against the held-out emoji
+    #    (several --direct runs, e.g. a wall-clock-capped snapshot and the full budget, are scored side by side)
     .venv/bin/python bench/cascade_vs_direct.py eval --cascade /tmp/emoji_demo --direct /tmp/emoji_direct \
         --num 420 --grids docs/cascade
+
+A capped direct run (--max-seconds) stops with a checkpoint; `direct` again without the cap resumes it to the
+full budget, and the result is the same run as an uncapped one (the learning rate is constant after warm-up
+and every draw depends on the images seen). docs/cascade/report.md has the measured results.
 
 FLOPs: FlopCounterMode counts matrix products, convolutions and attention (forward and backward), not the
 elementwise work (normalisation, activations, the optimiser, EMA): the usual "model FLOPs". On the CPU,
