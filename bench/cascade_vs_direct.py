@@ -56,7 +56,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from vcdm.errors import VcdmError  # noqa: E402
+from vcdm.errors import VcdmError, exit_status  # noqa: E402
 
 # the direct decoder's U-Net: the cascade decoder's widths, attention at the bottom feature map at 64x64
 DIRECT_OVERRIDES = ["decoder.image_size=null", "decoder.net.attn_resolutions=[16]"]
@@ -371,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             p.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples")
     args = ap.parse_args(argv)
-    try:
+
+    def run() -> None:
         t0 = time.perf_counter()
         out = {"flops": cmd_flops, "direct": cmd_direct, "eval": cmd_eval}[args.cmd](args)
         out["command"] = shlex.join(sys.argv)
@@ -379,10 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.json:
             Path(args.json).parent.mkdir(parents=True, exist_ok=True)
             Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
-    except VcdmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(run)
 
 
 if __name__ == "__main__":

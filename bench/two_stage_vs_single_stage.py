@@ -25,7 +25,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from vcdm.cli.bench import DESCRIPTION, EXAMPLES, add_arguments, run  # noqa: E402
-from vcdm.errors import VcdmError  # noqa: E402
+from vcdm.errors import exit_status  # noqa: E402
 from vcdm.training import distributed as dist  # noqa: E402
 
 
@@ -34,13 +34,12 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     add_arguments(ap)
     args = ap.parse_args(argv)
-    try:
+
+    def init_and_run() -> None:
         dist.init()
         run(args)
-    except VcdmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(init_and_run)
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from vcdm.data.images import ImageData, conform_array
-from vcdm.errors import VcdmError
+from vcdm.errors import VcdmError, exit_status
 from vcdm.fileio import atomic_write_bytes, atomic_write_text
 from vcdm.fileio import cache_dir as vcdm_cache_dir
 
@@ -412,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--force", action="store_true", help="fetch again even when already there")
     args = parser.parse_args(argv)
-    try:
+
+    def fetch() -> None:
         for vendor in _check_vendors(args.vendors or VENDORS):
             start = time.perf_counter()
             present = dataset_dir(vendor).is_dir() and not args.force
@@ -421,10 +422,8 @@ def main(argv: list[str] | None = None) -> int:
             if not present:
                 count = len(list((path / "img").iterdir()))
                 print(f"  {count} images in {path} ({time.perf_counter() - start:.1f} s)", flush=True)
-    except VcdmError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return exit_status(fetch)
 
 
 if __name__ == "__main__":
