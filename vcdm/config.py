@@ -17,6 +17,7 @@ from typing import Any
 
 from vcdm.data.augment import AugmentConfig
 from vcdm.data.dataset import DataConfig
+from vcdm.data.masks import MaskConfig
 from vcdm.embedders.learned import EncoderConfig
 from vcdm.errors import VcdmError
 from vcdm.networks.classifier import ClassifierConfig
@@ -29,6 +30,7 @@ PARAMETERIZATIONS = ("edm", "eps")
 EMBEDDER_KINDS = ("learned", "clip", "precomputed")
 CONDITIONS = ("embedding", "embedding+label", "label", "none")
 AUG_NOISE = ("log-uniform", "uniform", "none")
+PALETTE_TASKS = ("inpaint", "uncrop", "colorize")
 SAMPLER_NAMES = tuple(SAMPLERS)  # the samplers registry is the one list of names
 
 
@@ -208,6 +210,29 @@ class UpsamplerStage(_Conditioned):
 
 
 @dataclass(frozen=True)
+class PaletteStage(_Conditioned):
+    """A Palette image-to-image model p(x | c [, y, label]) (Saharia et al. 2022): the U-Net reads the condition
+    image c concatenated to the noisy x, through the upsampler's concatenation path (net.extra_in_channels).
+    inpaint / uncrop: c = the image with the holes zeroed, plus the mask as a channel (+1 to fill, -1 known);
+    colorize: c = the image's luma (RGB data). Condition dropout replaces c (and y / label) by a null image, so
+    the model also samples unconditionally and takes classifier-free guidance on c."""
+
+    # image_size, channels, extra_in_channels, extra_in_nullable, emb_dim and num_classes are set from the data
+    net: UNetConfig = field(default_factory=UNetConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    task: str = "inpaint"  # "inpaint" (free-form strokes and boxes), "uncrop" (a border band), "colorize"
+    masks: MaskConfig = field(default_factory=MaskConfig)  # how the training masks are drawn
+    condition: str = "none"  # besides the image: "none", "embedding", "label", "embedding+label"
+    cond_drop_prob: float = 0.1  # classifier-free dropout of the whole condition (image, y and label)
+
+    def __post_init__(self):
+        _check(self.task in PALETTE_TASKS, "palette.task", f"one of {PALETTE_TASKS}", self.task)
+        _check(self.condition in CONDITIONS, "palette.condition", f"one of {CONDITIONS}", self.condition)
+        _check(0 <= self.cond_drop_prob < 1, "palette.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+
+
+@dataclass(frozen=True)
 class SampleConfig:
     sampler: str = "heun"  # decoder sampler: "heun" | "euler" | "ddim" | "ddpm"
     num_steps: int = 18  # decoder steps (heun uses 2 network calls per step but the last)
@@ -282,6 +307,7 @@ class RunConfig:
     decoder: DecoderStage = field(default_factory=DecoderStage)  # the two-stage decoder p(x | y[, a])
     baseline: DecoderStage = field(default_factory=lambda: DecoderStage(condition="none"))  # single-stage
     upsampler: UpsamplerStage = field(default_factory=UpsamplerStage)  # optional SR stage of a cascade
+    palette: PaletteStage = field(default_factory=PaletteStage)  # optional image-to-image model
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     demo: DemoConfig = field(default_factory=DemoConfig)
@@ -467,6 +493,7 @@ def _tiny() -> RunConfig:
         decoder=DecoderStage(net=unet, train=train),
         baseline=DecoderStage(net=unet, train=train, condition="none"),
         upsampler=UpsamplerStage(net=unet, train=train),
+        palette=PaletteStage(net=unet, train=train),
         sample=SampleConfig(num_steps=4, prior_num_steps=4, batch_size=64, upsampler_num_steps=4),
         eval=EvalConfig(
             classifier=ClassifierConfig(channels=(8, 16), feature_dim=16),

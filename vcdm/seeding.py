@@ -8,7 +8,8 @@ seeds and streams give unrelated generators.
 Streams in use (keep them distinct; a new component takes a new number):
     sampling a pipeline component: (seed, COMPONENT_STREAMS[name], START | FRESH)
     an upsampler's conditioning:   (seed, COMPONENT_STREAMS["upsampler"], AUG) (the low-res input's noise)
-    editing procedures:            (seed, SDEDIT | ILVR, START | FRESH)
+    editing procedures:            (seed, SDEDIT | ILVR | REPAINT | PALETTE, START | FRESH)
+    evaluation masks:              (seed, MASKS, image index) (vcdm.data.masks.fixed_masks)
     training:                      (train.seed, images seen, micro-batch) and (train.seed, DATA_ORDER, epoch)
     initial weights of a stage:    (train.seed, the stage kind's init stream)
 """
@@ -26,7 +27,8 @@ from torch import Tensor
 START, FRESH, AUG = 1, 2, 3
 # per-component sampling streams of a pipeline (the prior and the decoder of one seed draw unrelated noise)
 COMPONENT_STREAMS = {"prior": 11, "decoder": 12, "upsampler": 13}
-SDEDIT, ILVR = 21, 22
+SDEDIT, ILVR, REPAINT, PALETTE = 21, 22, 23, 24
+MASKS = 0x3A5C
 DATA_ORDER = 0xDA7A
 
 

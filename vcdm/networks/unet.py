@@ -65,6 +65,7 @@ class UNetConfig:
     emb_dim: int = 0  # dimension of cond["emb"] (the embedding y); 0 = not conditioned on y
     num_classes: int = 0  # number of classes of cond["label"]; 0 = no labels
     aug_embedding: bool = False  # read cond["aug_sigma"], the low-res input's augmentation noise level (SR)
+    extra_in_nullable: bool = False  # cond["null"] also zeroes cond["lowres"] (Palette's condition dropout)
 
     def __post_init__(self) -> None:
         owner = "UNetConfig"
@@ -96,8 +97,9 @@ class UNetConfig:
         check_choice(owner, "noise_embedding", self.noise_embedding, NOISE_EMBEDDINGS)
         check_int(owner, "emb_dim", self.emb_dim, 0)
         check_int(owner, "num_classes", self.num_classes, 0)
-        if not isinstance(self.aug_embedding, bool):
-            raise VcdmError(f"{owner}.aug_embedding: expected true or false, got {self.aug_embedding!r}")
+        for flag in ("aug_embedding", "extra_in_nullable"):
+            if not isinstance(getattr(self, flag), bool):
+                raise VcdmError(f"{owner}.{flag}: expected true or false, got {getattr(self, flag)!r}")
 
     def check_sizes(self, owner: str = "UNetConfig") -> None:
         """Check the fields that depend on image_size (divisibility, attention resolutions).
@@ -243,8 +245,9 @@ class UNet(nn.Module):
             cond: optional dict with "emb" (B, emb_dim) float, "label" (B,) int64, "null" (B,) bool (True =
                 use the learned null condition for that sample) and, when extra_in_channels > 0, "lowres"
                 (B, extra_in_channels, H, W), the low-resolution image already upsampled to H x W, and with
-                aug_embedding, "aug_sigma" (B,) float >= 0, the std of the noise added to "lowres". "null" never
-                affects "lowres" or "aug_sigma".
+                aug_embedding, "aug_sigma" (B,) float >= 0, the std of the noise added to "lowres". "lowres" is
+                any image condition read by concatenation (Palette's masked image and mask, too). "null" never
+                affects "aug_sigma", and affects "lowres" only with extra_in_nullable (zeroed where null).
 
         Returns:
             (B, out_channels, H, W) float32, also under autocast.
@@ -265,6 +268,9 @@ class UNet(nn.Module):
                     f"cond['lowres']: expected shape ({x.shape[0]}, {cfg.extra_in_channels}, "
                     f"{x.shape[2]}, {x.shape[3]}), got {got}"
                 )
+            null = None if cond is None else cond.get("null")
+            if cfg.extra_in_nullable and null is not None:
+                lowres = torch.where(null.reshape(-1, 1, 1, 1).to(lowres.device), 0.0, lowres)
             x = torch.cat([x, lowres.to(x.dtype)], dim=1)
 
         emb = self.noise_embedding(c_noise)  # (B, 4 * base)

@@ -9,13 +9,18 @@ EpsPrecond run their float32 network and hand the result back in x's dtype. A de
 dtype is cast back to x's, so a sampler always returns its noise's dtype.
 
 Every sampler takes (denoiser, noise, sigmas, cond=None, *, generator=None, callback=None, correct=None,
-**options) and returns the sample at sigma = 0 (noise's shape and dtype):
+walk=None, **options) and returns the sample at sigma = 0 (noise's shape and dtype):
     noise: unit Gaussian (B, ...), scaled by sigmas[0] to start.
     sigmas: a strictly decreasing grid ending in 0 (e.g. `karras_sigmas`).
     generator: where fresh noise comes from: one torch.Generator, or one per sample (see `randn_like`).
     callback: called once per step with {"i", "x", "sigma", "denoised"} at the step's first denoiser call.
     correct: correct(x, i, sigma_next) -> x, applied to the sample after step i (e.g. ILVR, vcdm.editing);
         like the denoiser's, its result is cast back to x's dtype.
+    walk: the positions in the grid the sample visits, from 0 (sigmas[0]) to len(sigmas) - 1 (sigma = 0);
+        None is 0, 1, ..., N. A move one position down is a step of the sampler (then `correct`); a move up,
+        from sigma to sigma' > sigma, re-noises the sample with the forward process,
+        x <- x + sqrt(sigma'^2 - sigma^2) n (n from `generator`). RePaint's resampling schedule is such a
+        walk (vcdm.editing.repaint). A multistep sampler restarts its history after a move up.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ Callback = Callable[[dict[str, Any]], None]
 Correct = Callable[[Tensor, int, Tensor], Tensor]
 Generator = torch.Generator | Sequence[torch.Generator] | None
 # step(i, x, sigma, sigma_next) -> the sample at sigma_next, from x at sigma = sigmas[i].
+# A step may rely on state from step i - 1 only when `SamplerRun.continues(i)` (no move up in between).
 Step = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 Sampler = Callable[..., Tensor]
 
@@ -62,6 +68,22 @@ def seeded_noise(shape: tuple[int, ...], seeds: Sequence[int], device: torch.dev
     """Unit Gaussian tensors of `shape`, one per seed, stacked to (B, *shape); each depends on its seed only."""
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     return torch.stack([torch.randn(shape, generator=g) for g in gens]).to(device)
+
+
+def check_walk(walk: Sequence[int], num_steps: int) -> list[int]:
+    """A walk over grid positions 0..num_steps (the module doc), checked: it starts at 0, ends at num_steps,
+    and every move is one position down or any number of positions up."""
+    walk = [int(p) for p in walk]
+    if not walk or walk[0] != 0 or walk[-1] != num_steps:
+        raise VcdmError(
+            f"walk must start at grid position 0 and end at {num_steps}, got {walk[:3]}...{walk[-3:]}"
+        )
+    for a, b in zip(walk, walk[1:]):
+        if not (b == a + 1 or 0 <= b < a):
+            raise VcdmError(
+                f"walk: a move from position {a} to {b} is neither one step down nor a jump back up"
+            )
+    return walk
 
 
 def check_sigmas(sigmas: Tensor, x: Tensor) -> Tensor:
@@ -94,16 +116,20 @@ class SamplerRun:
     """One call of a sampler: its arguments (module doc), the grid checked and in the noise's dtype
     (`sigmas`), and what every step shares.
 
-    `loop(step)` runs the steps from noise * sigmas[0] down to sigma = 0 and applies `correct` after each;
-    `denoise(x, sigma, i)` calls the denoiser and, given the step index i, reports the step to `callback`;
+    `loop(step)` runs the steps from noise * sigmas[0] down to sigma = 0 (along `walk`) and applies `correct`
+    after each; `continues(i)` says whether step i follows step i - 1 directly; `denoise(x, sigma, i)` calls the denoiser and, given the step index i, reports the step to `callback`;
     `randn_like(x)` draws fresh noise from `generator`.
     """
 
-    def __init__(self, denoiser, noise, sigmas, cond=None, generator=None, callback=None, correct=None):
+    def __init__(
+        self, denoiser, noise, sigmas, cond=None, generator=None, callback=None, correct=None, walk=None
+    ):
         self.sigmas = check_sigmas(sigmas, noise)
         self.noise = noise
         self.denoiser, self.cond = denoiser, cond
         self.generator, self.callback, self.correct = generator, callback, correct
+        self.walk = None if walk is None else check_walk(walk, self.num_steps)
+        self._last_step: int | None = None  # the step taken last, reset by a move up
 
     @property
     def num_steps(self) -> int:
@@ -118,14 +144,27 @@ class SamplerRun:
     def randn_like(self, x: Tensor) -> Tensor:
         return randn_like(x, self.generator)
 
+    def continues(self, i: int) -> bool:
+        """Whether step i directly follows step i - 1 of the same trajectory (multistep history is valid)."""
+        return i > 0 and self._last_step == i - 1
+
     def loop(self, step: Step) -> Tensor:
-        """x_{i+1} = correct(step(i, x_i, sigma_i, sigma_{i+1}), i, sigma_{i+1}) from x_0 = noise * sigma_0."""
+        """x_{i+1} = correct(step(i, x_i, sigma_i, sigma_{i+1}), i, sigma_{i+1}) from x_0 = noise * sigma_0,
+        along the walk (moves up re-noise the sample: module doc)."""
         x = self.noise * self.sigmas[0]
-        for i in range(self.num_steps):
-            sigma_next = self.sigmas[i + 1]
-            x = step(i, x, self.sigmas[i], sigma_next)
+        walk = self.walk if self.walk is not None else range(self.num_steps + 1)
+        here = 0
+        for there in list(walk)[1:]:
+            if there < here:  # back up the grid: forward-noise from sigmas[here] to sigmas[there]
+                extra = (self.sigmas[there] ** 2 - self.sigmas[here] ** 2).sqrt()
+                x = x + extra * self.randn_like(x)
+                self._last_step, here = None, there
+                continue
+            sigma_next = self.sigmas[there]
+            x = step(here, x, self.sigmas[here], sigma_next)
             if self.correct is not None:
-                x = self.correct(x, i, sigma_next).to(x.dtype)
+                x = self.correct(x, here, sigma_next).to(x.dtype)
+            self._last_step, here = here, there
         return x
 
 
@@ -145,9 +184,10 @@ def sampler(body: Callable[..., Tensor]) -> Sampler:
         generator: Generator = None,
         callback: Callback | None = None,
         correct: Correct | None = None,
+        walk: Sequence[int] | None = None,
         **options: Any,
     ) -> Tensor:
-        return body(SamplerRun(denoiser, noise, sigmas, cond, generator, callback, correct), **options)
+        return body(SamplerRun(denoiser, noise, sigmas, cond, generator, callback, correct, walk), **options)
 
     shared = list(inspect.signature(sample).parameters.values())[:-1]  # without **options
     body_signature = inspect.signature(body)

@@ -29,7 +29,7 @@ def multistep_loop(run: SamplerRun, eta: float, s_noise: float = 1.0) -> Tensor:
             return denoised
         h = (sigma / sigma_next).log()  # log of the ratio: precise in bf16, unlike log - log
         d = denoised
-        if previous is not None:
+        if previous is not None and run.continues(i):
             d = denoised + (denoised - previous[0]) * (h / (2 * previous[1]))
         previous = denoised, h
         x = (sigma_next / sigma) * (-eta * h).exp() * x - (-(1 + eta) * h).expm1() * d

@@ -56,12 +56,24 @@ class DiffusionTask:
         cond = drop_condition(
             make_cond(batch, self.use_emb, self.use_label), self.cond_drop_prob, len(x0), generator
         )
-        if self.diffusion.parameterization == "eps":
-            inner = model.module if hasattr(model, "module") else model
-            return ddpm_loss(inner, x0, cond, generator)
-        d = self.diffusion
-        return edm_loss(model, x0, cond, generator, sigma_data=d.sigma_data, p_mean=d.p_mean, p_std=d.p_std,
-                        weighting=self.weighting)  # fmt: skip
+        return denoising_loss(model, x0, cond, generator, self.diffusion, self.weighting)
+
+
+def denoising_loss(
+    model: nn.Module,
+    x0: Tensor,
+    cond: dict[str, Tensor] | None,
+    generator: torch.Generator,
+    diffusion: DiffusionConfig,
+    weighting: str = "edm",
+) -> Tensor:
+    """Per-sample denoising loss (B,) of a denoiser by its parameterisation: DDPM's epsilon loss, or EDM's."""
+    if diffusion.parameterization == "eps":
+        inner = model.module if hasattr(model, "module") else model
+        return ddpm_loss(inner, x0, cond, generator)
+    d = diffusion
+    return edm_loss(model, x0, cond, generator, sigma_data=d.sigma_data, p_mean=d.p_mean, p_std=d.p_std,
+                    weighting=weighting)  # fmt: skip
 
 
 def build_denoiser(meta: dict[str, Any]) -> nn.Module:

@@ -34,11 +34,10 @@ from torch import Tensor, nn
 
 from vcdm.config import ConditioningAugment, DiffusionConfig, RunConfig, to_dict
 from vcdm.data import ImageData
-from vcdm.diffusion import ddpm_loss, edm_loss
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
 from vcdm.runs import RunDir
-from vcdm.stages.diffusion import build_denoiser, make_cond
+from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond
 from vcdm.stages.embedder import embedding_dim, load_embeddings
 from vcdm.stages.registry import Prepared, StageKind, register
 
@@ -136,11 +135,7 @@ class UpsamplerTask:
         cond = lowres_condition(x_lr, x0.shape[-1], sigma_aug, noise, aug.noised)
         cond |= make_cond(batch, self.use_emb, self.use_label) or {}
         cond = drop_condition(cond, self.cond_drop_prob, b, generator)  # sets cond["null"] only
-        d = self.diffusion
-        if d.parameterization == "eps":
-            inner = model.module if hasattr(model, "module") else model
-            return ddpm_loss(inner, x0, cond, generator)
-        return edm_loss(model, x0, cond, generator, sigma_data=d.sigma_data, p_mean=d.p_mean, p_std=d.p_std)
+        return denoising_loss(model, x0, cond, generator, self.diffusion)
 
 
 def low_res_for(cfg: RunConfig, size: int) -> int:
