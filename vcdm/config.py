@@ -20,6 +20,7 @@ from vcdm.data.dataset import DataConfig
 from vcdm.data.masks import MaskConfig
 from vcdm.embedders.learned import EncoderConfig
 from vcdm.errors import VcdmError
+from vcdm.latent import AutoencoderStage
 from vcdm.networks.classifier import ClassifierConfig
 from vcdm.networks.prior import PriorConfig
 from vcdm.networks.unet import UNetConfig
@@ -307,6 +308,7 @@ class RunConfig:
     decoder: DecoderStage = field(default_factory=DecoderStage)  # the two-stage decoder p(x | y[, a])
     baseline: DecoderStage = field(default_factory=lambda: DecoderStage(condition="none"))  # single-stage
     upsampler: UpsamplerStage = field(default_factory=UpsamplerStage)  # optional SR stage of a cascade
+    autoencoder: AutoencoderStage = field(default_factory=AutoencoderStage)  # latent diffusion's first stage
     palette: PaletteStage = field(default_factory=PaletteStage)  # optional image-to-image model
     sample: SampleConfig = field(default_factory=SampleConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)

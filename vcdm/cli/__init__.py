@@ -14,7 +14,7 @@ import sys
 
 from vcdm.errors import VcdmError
 
-VERBS = ("demo", "train", "embed", "sample", "upsample", "edit", "fid", "bench", "config")
+VERBS = ("demo", "train", "embed", "sample", "upsample", "autoencode", "edit", "fid", "bench", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

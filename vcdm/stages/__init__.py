@@ -26,6 +26,7 @@ from vcdm.stages.embedder import (  # registration order: embedder, prior, decod
 from vcdm.stages.diffusion import DiffusionTask, build_denoiser, make_cond, wrap_denoiser
 from vcdm.stages.classifier import ClassifierTask, load_noisy_classifier, random_translate
 from vcdm.stages import upsampler as upsampler  # registers "upsampler" (SR3 with conditioning augmentation)
+from vcdm.stages import autoencoder as autoencoder  # registers "autoencoder" (latent diffusion's first stage)
 from vcdm.stages import palette as palette  # registers "palette" (image-to-image: inpaint, uncrop, colorize)
 
 __all__ = [

@@ -57,6 +57,8 @@ class StageKind:
         role: what the pipeline may use it as: "embedder", "prior", "image" (a denoiser of images),
             "classifier", or "other".
         resolve: (config, data, run) -> config with this kind's data-derived fields filled in, or None.
+        finish: (trained EMA model, config, data, run) -> extra export meta measured on the trained model
+            (e.g. the autoencoder's latent scale factor), or None.
     """
 
     name: str
@@ -68,6 +70,7 @@ class StageKind:
     directory: str | None = None
     role: str = "other"
     resolve: Callable[[RunConfig, ImageData, RunDir], RunConfig] | None = None
+    finish: Callable[[nn.Module, RunConfig, ImageData, RunDir], dict[str, Any]] | None = None
 
     @property
     def folder(self) -> str:
@@ -148,7 +151,8 @@ def train_stage(
     out = run.stage(kind.folder)
     res = train(model, prep.task, prep.tensors, train_cfg, out, meta=meta, progress=progress, desc=kind.name)
     if dist.rank() == 0:
-        save_export(out, res.ema, meta | {"nimg": res.nimg, "seconds": res.seconds})
+        extra = kind.finish(res.ema, cfg, data, run) if kind.finish is not None else {}
+        save_export(out, res.ema, meta | extra | {"nimg": res.nimg, "seconds": res.seconds})
     dist.barrier()
     return res
 
