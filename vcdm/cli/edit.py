@@ -1,4 +1,5 @@
-"""`vcdm edit`: invert, variations, interpolate, embed-edit, sdedit, ilvr on a trained run.
+"""`vcdm edit`: invert, variations, interpolate, embed-edit, sdedit, ilvr, inpaint, uncrop, colorize on a
+trained run.
 
 Parse, read the images, call vcdm.editing, write PNGs. The sampler and step count default to the run's
 `sample` config (sample.sampler, sample.num_steps), as for `vcdm sample`.
@@ -17,7 +18,8 @@ from vcdm.errors import VcdmError
 if TYPE_CHECKING:  # torch loads inside the handlers, after vcdm.cli.main has set OMP_WAIT_POLICY
     from torch import Tensor
 
-EDIT_COMMANDS = ("invert", "variations", "interpolate", "embed-edit", "sdedit", "ilvr")
+EDIT_COMMANDS = ("invert", "variations", "interpolate", "embed-edit", "sdedit", "ilvr", "inpaint", "uncrop",
+                 "colorize")  # fmt: skip
 LATENT_FILE = "latent.safetensors"
 
 _DESCRIPTIONS = {
@@ -42,6 +44,16 @@ grid's top (80 for EDM models) nothing of it. grid.png: one row per seed, one co
     "ilvr": """ILVR (Choi et al. 2021): after each step the sample's low-pass part (average-pool by N, then
 upsample) is replaced by that of the reference noised to the same level. N = 1 copies the reference; larger
 N keeps only its coarse structure. grid.png: one row per seed, one column per factor.""",
+    "inpaint": """Fill the white part of MASK (a PNG of the image's size; white = to fill) in IMAGE. --method
+palette uses the run's Palette model (vcdm train palette RUN --set palette.task=inpaint); --method repaint
+(RePaint, Lugmayr et al. 2022) uses any image model of the run: the single-stage baseline, or the two-stage
+decoder with y drawn from the prior or embedded from the visible part (--cond). RePaint resamples
+(--resamplings, --jump-length) at the cost of more network calls. Known pixels are kept exactly.
+grid.png: the input with its hole, then one output per seed.""",
+    "uncrop": """Extend IMAGE outward: fill a band of --width (a fraction of the side) along --side, with the
+run's Palette model (trained with palette.task=uncrop or inpaint) or with RePaint (see `vcdm edit inpaint`).""",
+    "colorize": """Colourise IMAGE (its grayscale is the condition) with the run's Palette model trained with
+palette.task=colorize on RGB data. grid.png: the grayscale input, then one output per seed.""",
 }
 
 
@@ -100,7 +112,7 @@ def add_parser(subparsers: Any) -> None:
         return parent.add_parser(name, help=help, description=_DESCRIPTIONS[name], formatter_class=fmt)
 
     edit = add("edit", "edit images with a trained run: invert, variations, interpolate, embed-edit, sdedit, "
-               "ilvr", subparsers)  # fmt: skip
+               "ilvr, inpaint, uncrop, colorize", subparsers)  # fmt: skip
     edit.set_defaults(handler=run)
     sub = edit.add_subparsers(dest="edit_command", required=True, metavar="EDIT")
 
@@ -145,6 +157,43 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--sigma-stop", type=float, default=0.0, metavar="SIGMA",
                    help="correct only down to this noise level, leaving the last steps to the model "
                    "(smooths the flat patches a large N leaves; default: 0, every step)")  # fmt: skip
+
+    p = add("inpaint", "fill the white part of a mask (Palette or RePaint)", sub)
+    _filling(p, masks=True)
+    p.add_argument("--mask", required=True, metavar="MASK", help="PNG of the image's size, white = to fill")
+
+    p = add("uncrop", "extend an image outward (Palette or RePaint)", sub)
+    _filling(p, masks=True)
+    from vcdm.data.masks import UNCROP_SIDES
+
+    p.add_argument("--side", choices=UNCROP_SIDES, default="right", help="where to extend (default: right)")
+    p.add_argument("--width", type=float, default=0.25, help="the band's width as a fraction of the side "
+                   "(default: 0.25)")  # fmt: skip
+
+    p = add("colorize", "colourise a grayscale image (Palette)", sub)
+    _filling(p, masks=False)
+
+
+def _filling(p: argparse.ArgumentParser, masks: bool) -> None:
+    """inpaint / uncrop / colorize: RUN IMAGE, seeds, sampler, and for masks the method and RePaint's options."""
+    _common(p)
+    p.add_argument("image", metavar="IMAGE", help="the image file")
+    _seeds(p, 4)
+    from vcdm.samplers import SAMPLERS
+
+    p.add_argument("--sampler", choices=tuple(SAMPLERS), help="sampler (default: the run's sample.sampler)")
+    if not masks:
+        return
+    p.add_argument("--method", choices=("palette", "repaint"), help="palette: the run's Palette model; repaint: "
+                   "RePaint with --stage (default: palette when the run has one, else repaint)")  # fmt: skip
+    p.add_argument("--stage", choices=("decoder", "baseline"), default="baseline", help="RePaint's model: "
+                   "baseline = the single-stage model (default); decoder = the two-stage one")  # fmt: skip
+    p.add_argument("--cond", choices=("prior", "masked"), default="masked", help="the two-stage decoder's y: "
+                   "masked = the embedding of the visible part (default); prior = drawn with each seed")  # fmt: skip
+    p.add_argument("--resamplings", type=int, default=1, metavar="R", help="RePaint: times each stretch of "
+                   "--jump-length steps is run (1 = no resampling, the default; cost grows about R-fold)")  # fmt: skip
+    p.add_argument("--jump-length", type=int, default=3, metavar="J", help="RePaint: steps between jumps "
+                   "back (default: 3)")  # fmt: skip
 
 
 # ---- helpers ----
@@ -380,6 +429,75 @@ def cmd_ilvr(args: argparse.Namespace) -> None:
     _guided_run(args, args.factor, ilvr_sample, "factor", sigma_stop=args.sigma_stop)
 
 
+def _fill_model(args: argparse.Namespace, method: str | None):
+    """(model, method, image shape): the run's Palette model or the pipeline RePaint samples."""
+    from vcdm.editing import load_palette
+    from vcdm.runs import RunDir
+    from vcdm.training import distributed as dist
+
+    if method is None:
+        method = "palette" if RunDir(args.run).stage_meta("palette") is not None else "repaint"
+    if method == "palette":
+        palette = load_palette(args.run, device=dist.device())
+        return palette, method, palette.image_shape
+    pipe = _pipeline(args, args.stage)
+    return pipe, method, tuple(pipe.image_shape)
+
+
+def _fill_run(args: argparse.Namespace, masks_for) -> None:
+    """Shared by inpaint / uncrop / colorize: read IMAGE (and its mask), fill one output per seed, write."""
+    import torch
+
+    from vcdm.editing import colorize, inpaint
+
+    positive("--num", args.num)
+    positive("--steps", args.steps)
+    method = getattr(args, "method", None) or (None if masks_for is not None else "palette")
+    model, method, shape = _fill_model(args, method)
+    image = read_images([args.image], shape).to(getattr(model, "device", "cpu"))
+    masks = masks_for(shape[-1]).to(image.device) if masks_for is not None else None
+    out = _output_dir(args)
+    seeds = list(range(args.seed, args.seed + args.num))
+    steps, sampler = _sample_defaults(args)
+    options: dict[str, Any] = {"sampler": sampler, "num_steps": steps, "guidance": args.guidance}
+    if masks is None:
+        filled, shown = colorize(model, image, seeds, **options), _gray(image)
+    else:
+        if method == "repaint":
+            positive("--resamplings", args.resamplings)
+            positive("--jump-length", args.jump_length)
+            cond = args.cond if args.stage == "decoder" else None
+            options |= {"cond": cond, "resamplings": args.resamplings, "jump_length": args.jump_length}
+        filled, shown = inpaint(model, image, masks, seeds, **options), image * (1 - masks)
+    names = ["input"] + [f"seed{s:06d}" for s in seeds]
+    _write(args, out, torch.cat([shown, filled]).cpu(), names, nrow=len(names))
+    print(f"wrote {len(seeds)} outputs ({method}) to {out}")
+
+
+def _gray(images):
+    from vcdm.stages.palette import luma
+
+    return luma(images).expand_as(images)
+
+
+def cmd_inpaint(args: argparse.Namespace) -> None:
+    from vcdm.data.masks import read_mask
+
+    _fill_run(args, lambda size: read_mask(args.mask, size))
+
+
+def cmd_uncrop(args: argparse.Namespace) -> None:
+    from vcdm.data.masks import uncrop_mask
+
+    if not 0 < args.width < 1:
+        raise VcdmError(f"--width must be a fraction in (0, 1), got {args.width}")
+    _fill_run(args, lambda size: uncrop_mask(size, args.side, args.width)[None])
+
+
+def cmd_colorize(args: argparse.Namespace) -> None:
+    _fill_run(args, None)
+
+
 COMMANDS = {
     "invert": cmd_invert,
     "variations": cmd_variations,
@@ -387,6 +505,9 @@ COMMANDS = {
     "embed-edit": cmd_embed_edit,
     "sdedit": cmd_sdedit,
     "ilvr": cmd_ilvr,
+    "inpaint": cmd_inpaint,
+    "uncrop": cmd_uncrop,
+    "colorize": cmd_colorize,
 }
 
 

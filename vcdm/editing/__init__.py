@@ -1,5 +1,6 @@
 """Editing with the bipartite latent (y, x_T): inversion, variations, interpolation, embedding edits,
-SDEdit and ILVR (docs/architecture.md, "Editing")."""
+SDEdit and ILVR; filling in images: inpainting, uncropping and colourisation with Palette or RePaint
+(docs/architecture.md, "Editing")."""
 
 from vcdm.editing.directions import (
     direction_from_class_means,
@@ -8,6 +9,16 @@ from vcdm.editing.directions import (
     edit_embedding,
 )
 from vcdm.editing.guided import ilvr, ilvr_sample, lowpass, sdedit
+from vcdm.editing.inpaint import (
+    PaletteModel,
+    colorize,
+    fill,
+    inpaint,
+    load_palette,
+    palette_sample,
+    repaint_sample,
+    uncrop,
+)
 from vcdm.editing.latent import (
     embed,
     interpolate,
@@ -21,8 +32,20 @@ from vcdm.editing.latent import (
     slerp,
     variations,
 )
+from vcdm.editing.repaint import repaint, repaint_walk, walk_steps
 
 __all__ = [
+    "PaletteModel",
+    "colorize",
+    "fill",
+    "inpaint",
+    "load_palette",
+    "palette_sample",
+    "repaint",
+    "repaint_sample",
+    "repaint_walk",
+    "uncrop",
+    "walk_steps",
     "direction_from_class_means",
     "direction_from_images",
     "direction_from_texts",
