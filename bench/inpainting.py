@@ -1,0 +1,209 @@
+"""Inpainting (and uncropping) benchmark: Palette, RePaint with the single-stage and the two-stage model (y from the
+prior, from the visible part, and the full image's y as an oracle), and trivial fills, on the same held-out images
+with the same fixed masks.
+
+Run as `.venv/bin/python bench/inpainting.py --run RUN [--task inpaint|uncrop] [--num 500] [--palette-steps 18]
+[--repaint 50:1 25:4] [--jump 5] [--report docs/inpainting/report.md]`.
+
+RUN is a trained two-stage run (embedder, prior, decoder, baseline: `vcdm demo`). When it has no Palette export
+for --task, one is trained first into RUN/palette with the decoder's U-Net and training budget (palette.net =
+decoder.net, palette.train = decoder.train: the same network and images seen as the two diffusion arms).
+
+Images: the first --num held-out images (MNIST: eval.heldout_split; other data: its "test" split), image i with
+fixed mask i (vcdm.data.masks.fixed_masks, seed --mask-seed) and seed i for every method. Rows:
+
+- fill mean / fill blur: the mean of the known pixels, or the known pixels diffused into the hole (1 NFE = 0).
+- palette: the Palette model, --palette-sampler with --palette-steps (Heun: 2 network calls per step but the last),
+  guidance 1; known pixels pasted back.
+- repaint <model> <y>: RePaint (vcdm.editing.repaint_sample) with --repaint-sampler on each STEPS:RESAMPLINGS of
+  --repaint (jump length --jump); <model> baseline (single-stage) or decoder (two-stage) with y from the prior
+  ("prior", one per seed), embedded from the visible part ("masked": holes at mid-grey), or the embedding of the
+  whole original ("oracle": not available in practice; the best y can do).
+
+Scores: PSNR on the hole (10 log10(4 / MSE) over the filled pixels of each image, images in [-1, 1], averaged over
+images); FID of the completed images against the reference set on the evaluation classifier's features
+(vcdm.eval.scoring, the same classifier and reference as `vcdm demo`: compare values only among themselves, at
+equal counts); consistency: the share of completions the evaluation classifier gives the original's class
+(labelled data); NFE: network evaluations per image; seconds: the completion alone. The floor row scores the
+held-out originals themselves. It prints a markdown table and writes it, with the command, to --report, and a
+figure (originals, masked inputs, then one row per method) beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep (see bench/unet_speed.py)
+
+import torch  # noqa: E402
+
+from vcdm.data import ImageData, load_dataset, save_grid  # noqa: E402
+from vcdm.data.masks import fixed_masks  # noqa: E402
+from vcdm.editing import fill, load_palette, palette_sample, repaint_sample, repaint_walk, walk_steps  # noqa: E402
+from vcdm.errors import VcdmError, exit_status  # noqa: E402
+from vcdm.eval.scoring import Reference, build_reference, get_classifier, score  # noqa: E402
+from vcdm.fileio import atomic_write_text  # noqa: E402
+from vcdm.pipeline import Pipeline  # noqa: E402
+from vcdm.quality.benchmark import load_splits  # noqa: E402
+from vcdm.runs import RunDir  # noqa: E402
+from vcdm.stages import train_stage  # noqa: E402
+
+
+@dataclass
+class Row:
+    method: str
+    nfe: int
+    psnr: float | None
+    fid: float
+    consistency: float | None
+    seconds: float
+
+
+def hole_psnr(out: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor) -> float:
+    """Mean over images of 10 log10(4 / MSE) on the pixels to fill."""
+    m = masks.expand_as(out)
+    sq = ((out.float() - truth.float()) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp(min=1)
+    return float((10 * torch.log10(4.0 / sq.clamp(min=1e-10))).mean())
+
+
+def heldout_images(run: RunDir, num: int) -> tuple[ImageData, ImageData, ImageData]:
+    """(training set, FID reference, held-out images to complete) for the run's data."""
+    cfg = run.load_config()
+    if cfg.data.source == "mnist":
+        s = load_splits(cfg, 1, num)
+        return s.train, s.reference, s.heldout
+    train = load_dataset(cfg.data)
+    test = load_dataset(replace(cfg.data, split="test"))
+    return train, train, test.subset(slice(0, num))
+
+
+def ensure_palette(run: RunDir, task: str, data: ImageData) -> None:
+    meta = run.stage_meta("palette")
+    if meta is not None and meta.get("task") == task:
+        return
+    if meta is not None:
+        raise VcdmError(
+            f"{run.stage('palette')} holds a Palette model for {meta.get('task')!r}, not {task!r}"
+        )
+    cfg = run.load_config()
+    cfg = replace(cfg, palette=replace(cfg.palette, task=task, net=cfg.decoder.net, train=cfg.decoder.train))
+    print(f"training Palette ({task}) with the decoder's U-Net and budget ({cfg.decoder.train.total_nimg} images)",
+          flush=True)  # fmt: skip
+    train_stage("palette", run.path, cfg, data, progress=True)
+
+
+def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
+    run = RunDir(args.run)
+    cfg = run.load_config()
+    train, reference, held = heldout_images(run, args.num)
+    n, size = len(held), held.images.shape[-1]
+    images = held.as_float()
+    masks = fixed_masks(args.task, range(n), size, seed=args.mask_seed)
+    seeds = list(range(n))
+    extractor, _ = get_classifier(train, cfg.eval)
+    ref: Reference = build_reference(extractor, reference, train, held)
+    labels = held.labels
+    rows: list[Row] = []
+    shown: list[tuple[str, torch.Tensor]] = []
+
+    def add(method: str, nfe: int, out: torch.Tensor, seconds: float) -> None:
+        keep = (masks < 0.5).expand_as(out)
+        assert torch.equal(out[keep], images[keep]), f"{method} changed known pixels"
+        s = score(out, extractor, ref, k=cfg.eval.k)
+        cons = None if labels is None else float((extractor.predict(out).cpu() == labels).float().mean())
+        rows.append(Row(method, nfe, hole_psnr(out, images, masks), s["fid"], cons, seconds))
+        shown.append((method, out[: args.show]))
+        r = rows[-1]
+        print(f"  {method}: NFE {nfe} PSNR {r.psnr:.2f} FID {r.fid:.2f} consistency {fmt(cons, '.3f')} "
+              f"({seconds:.1f} s)", flush=True)  # fmt: skip
+
+    for kind in ("mean", "blur"):
+        t0 = time.perf_counter()
+        out = fill(images, masks, kind)
+        add(f"fill {kind}", 0, out, time.perf_counter() - t0)
+
+    ensure_palette(run, args.task, train)
+    palette = load_palette(run.path)
+    t0 = time.perf_counter()
+    out = torch.cat([palette_sample(palette, images[i : i + args.batch], seeds[i : i + args.batch],
+                                    masks=masks[i : i + args.batch], sampler=args.palette_sampler,
+                                    num_steps=args.palette_steps) for i in range(0, n, args.batch)])  # fmt: skip
+    nfe = 2 * args.palette_steps - 1 if args.palette_sampler == "heun" else args.palette_steps
+    add("palette", nfe, out, time.perf_counter() - t0)
+
+    pipes = {"baseline": Pipeline.from_run(run.path, "baseline"),
+             "decoder": Pipeline.from_run(run.path, "decoder", embedder=True)}  # fmt: skip
+    for spec in args.repaint:
+        steps, resamplings = (int(v) for v in spec.split(":"))
+        nfe = walk_steps(repaint_walk(steps, args.jump, resamplings))
+        arms = [("baseline", None), ("decoder", "prior"), ("decoder", "masked"), ("decoder", "image")]
+        for model, y in arms:
+            t0 = time.perf_counter()
+            out = torch.cat([repaint_sample(pipes[model], images[i : i + args.batch], masks[i : i + args.batch],
+                                            seeds[i : i + args.batch], sampler=args.repaint_sampler,
+                                            num_steps=steps, cond=y, jump_length=args.jump,
+                                            resamplings=resamplings) for i in range(0, n, args.batch)])  # fmt: skip
+            name = f"repaint {model}" + (f" y={'oracle' if y == 'image' else y}" if y else "")
+            add(f"{name} ({steps} steps, r={resamplings})", nfe, out, time.perf_counter() - t0)
+
+    floor = score(images, extractor, ref, k=cfg.eval.k)
+    rows.append(Row("held-out originals (floor)", 0, None, floor["fid"], None if labels is None else float(
+        (extractor.predict(images).cpu() == labels).float().mean()), 0.0))  # fmt: skip
+    out_dir = Path(args.report).parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figure = out_dir / f"{args.task}_{held.source.replace(':', '_')}.png"
+    grid = torch.cat([images[: args.show], (images * (1 - masks))[: args.show]] + [x for _, x in shown])
+    save_grid(grid, figure, nrow=args.show)
+    info = {"n": n, "size": size, "source": held.source, "figure": figure.name, "extractor": extractor.name,
+            "rows_in_figure": ["originals", "masked inputs"] + [m for m, _ in shown]}  # fmt: skip
+    return rows, info
+
+
+def fmt(v: float | None, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def table(rows: list[Row]) -> str:
+    lines = ["| method | NFE | PSNR hole (dB) | FID | consistency | seconds |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.method} | {r.nfe} | {fmt(r.psnr, '.2f')} | {r.fid:.2f} | {fmt(r.consistency, '.3f')} | "
+                     f"{r.seconds:.1f} |")  # fmt: skip
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--run", required=True, help="a trained two-stage run (vcdm demo)")
+    ap.add_argument("--task", choices=("inpaint", "uncrop"), default="inpaint")
+    ap.add_argument("--num", type=int, default=500, help="held-out images (default: 500)")
+    ap.add_argument("--mask-seed", type=int, default=0)
+    ap.add_argument("--palette-sampler", default="heun")
+    ap.add_argument("--palette-steps", type=int, default=18)
+    ap.add_argument("--repaint-sampler", default="ddpm")
+    ap.add_argument("--repaint", nargs="+", default=["50:1", "25:4"], metavar="STEPS:RESAMPLINGS")
+    ap.add_argument("--jump", type=int, default=5, help="RePaint's jump length (default: 5)")
+    ap.add_argument("--batch", type=int, default=250)
+    ap.add_argument("--show", type=int, default=10, help="images per row of the figure")
+    ap.add_argument("--report", default="docs/inpainting/report.md")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    rows, info = bench(args)
+    text = table(rows)
+    print(text)
+    command = "python bench/inpainting.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    body = (f"# Inpainting benchmark ({args.task}, {info['source']}, {info['n']} held-out images at "
+            f"{info['size']}x{info['size']})\n\n`{command}` ({time.perf_counter() - t0:.0f} s)\n\n{text}\n\n"
+            f"FID on the evaluation classifier `{info['extractor']}` features against the run's reference set; "
+            f"figure `{info['figure']}`, rows: {', '.join(info['rows_in_figure'])}.\n")  # fmt: skip
+    atomic_write_text(Path(args.report), body)
+    print(f"wrote {args.report}")
+
+
+if __name__ == "__main__":
+    sys.exit(exit_status(main))
