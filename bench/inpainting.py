@@ -1,15 +1,16 @@
-"""Inpainting (and uncropping) benchmark: Palette, RePaint with the single-stage and the two-stage model (y from the
-prior, from the visible part, and the full image's y as an oracle), and trivial fills, on the same held-out images
-with the same fixed masks.
+"""Inpainting, uncropping and colourisation benchmark: Palette, RePaint with the single-stage and the two-stage
+model (y from the prior, from the visible part, and the full image's y as an oracle), and trivial fills, on the
+same held-out images with the same fixed masks.
 
-Run as `.venv/bin/python bench/inpainting.py --run RUN [--task inpaint|uncrop] [--num 500] [--palette-steps 18]
-[--repaint 50:1 25:4] [--jump 5] [--report docs/inpainting/report.md]`.
+Run as `.venv/bin/python bench/inpainting.py --run RUN [--task inpaint|uncrop|colorize] [--num 500]
+[--palette-steps 18] [--repaint 50:1 25:4] [--jump 5] [--guidance 1 2] [--report docs/inpainting/report.md]`.
 
 RUN is a trained two-stage run (embedder, prior, decoder, baseline: `vcdm demo`). When it has no Palette export
 for --task, one is trained first into RUN/palette with the decoder's U-Net and training budget (palette.net =
 decoder.net, palette.train = decoder.train: the same network and images seen as the two diffusion arms).
 
-Images: the first --num held-out images (MNIST: eval.heldout_split; other data: its "test" split), image i with
+Images: the first --num held-out images (MNIST: eval.heldout_split; emoji: its "test" split; other data: the quality
+benchmark's fixed split, vcdm.quality.benchmark.load_splits, which a run trained on all of it has seen), image i with
 fixed mask i (vcdm.data.masks.fixed_masks, seed --mask-seed) and seed i for every method. Rows:
 
 - fill mean / fill blur: the mean of the known pixels, or the known pixels diffused into the hole (1 NFE = 0).
@@ -27,6 +28,11 @@ equal counts); consistency: the share of completions the evaluation classifier g
 (labelled data); NFE: network evaluations per image; seconds: the completion alone. The floor row scores the
 held-out originals themselves. It prints a markdown table and writes it, with the command, to --report, and a
 figure (originals, masked inputs, then one row per method) beside it.
+
+--task colorize (RGB data): rows are the grayscale input itself (no colour) and the Palette colourisation model at
+each classifier-free weight of --guidance; PSNR is over the whole image and "colour error" is the mean absolute
+difference of the chroma (each channel minus the luma) from the original's, in 8-bit levels. Palette's known
+failure here is collapse to one colour: the figure shows it.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ from vcdm.pipeline import Pipeline  # noqa: E402
 from vcdm.quality.benchmark import load_splits  # noqa: E402
 from vcdm.runs import RunDir  # noqa: E402
 from vcdm.stages import train_stage  # noqa: E402
+from vcdm.stages.palette import luma  # noqa: E402
 
 
 @dataclass
@@ -63,6 +70,7 @@ class Row:
     fid: float
     consistency: float | None
     seconds: float
+    colour_error: float | None = None
 
 
 def hole_psnr(out: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor) -> float:
@@ -72,15 +80,20 @@ def hole_psnr(out: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor) -> fl
     return float((10 * torch.log10(4.0 / sq.clamp(min=1e-10))).mean())
 
 
+def colour_error(out: torch.Tensor, truth: torch.Tensor) -> float:
+    """Mean absolute difference of the chroma (channels minus luma) in 8-bit levels."""
+    chroma = lambda x: x.float() - luma(x.float())  # noqa: E731
+    return float((chroma(out) - chroma(truth)).abs().mean() * 127.5)
+
+
 def heldout_images(run: RunDir, num: int) -> tuple[ImageData, ImageData, ImageData]:
     """(training set, FID reference, held-out images to complete) for the run's data."""
     cfg = run.load_config()
-    if cfg.data.source == "mnist":
-        s = load_splits(cfg, 1, num)
-        return s.train, s.reference, s.heldout
-    train = load_dataset(cfg.data)
-    test = load_dataset(replace(cfg.data, split="test"))
-    return train, train, test.subset(slice(0, num))
+    if cfg.data.source.startswith("emoji"):  # the vendors' test split; the training split is the reference
+        train = load_dataset(cfg.data)
+        return train, train, load_dataset(replace(cfg.data, split="test")).subset(slice(0, num))
+    s = load_splits(cfg, 1, num)  # MNIST's splits; other data: a fixed split (the run may have trained on it)
+    return s.train, s.reference, s.heldout
 
 
 def ensure_palette(run: RunDir, task: str, data: ImageData) -> None:
@@ -104,7 +117,13 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
     train, reference, held = heldout_images(run, args.num)
     n, size = len(held), held.images.shape[-1]
     images = held.as_float()
-    masks = fixed_masks(args.task, range(n), size, seed=args.mask_seed)
+    colorizing = args.task == "colorize"
+    # colourisation generates every pixel: its "mask" is all ones (PSNR over the whole image)
+    masks = (
+        torch.ones(n, 1, size, size)
+        if colorizing
+        else fixed_masks(args.task, range(n), size, seed=args.mask_seed)
+    )
     seeds = list(range(n))
     extractor, _ = get_classifier(train, cfg.eval)
     ref: Reference = build_reference(extractor, reference, train, held)
@@ -117,25 +136,33 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
         assert torch.equal(out[keep], images[keep]), f"{method} changed known pixels"
         s = score(out, extractor, ref, k=cfg.eval.k)
         cons = None if labels is None else float((extractor.predict(out).cpu() == labels).float().mean())
-        rows.append(Row(method, nfe, hole_psnr(out, images, masks), s["fid"], cons, seconds))
+        err = colour_error(out, images) if colorizing else None
+        rows.append(Row(method, nfe, hole_psnr(out, images, masks), s["fid"], cons, seconds, err))
         shown.append((method, out[: args.show]))
         r = rows[-1]
         print(f"  {method}: NFE {nfe} PSNR {r.psnr:.2f} FID {r.fid:.2f} consistency {fmt(cons, '.3f')} "
               f"({seconds:.1f} s)", flush=True)  # fmt: skip
 
-    for kind in ("mean", "blur"):
-        t0 = time.perf_counter()
-        out = fill(images, masks, kind)
-        add(f"fill {kind}", 0, out, time.perf_counter() - t0)
+    if colorizing:
+        add("grayscale input (no colour)", 0, luma(images).expand_as(images), 0.0)
+    else:
+        for kind in ("mean", "blur"):
+            t0 = time.perf_counter()
+            out = fill(images, masks, kind)
+            add(f"fill {kind}", 0, out, time.perf_counter() - t0)
 
     ensure_palette(run, args.task, train)
     palette = load_palette(run.path)
-    t0 = time.perf_counter()
-    out = torch.cat([palette_sample(palette, images[i : i + args.batch], seeds[i : i + args.batch],
-                                    masks=masks[i : i + args.batch], sampler=args.palette_sampler,
-                                    num_steps=args.palette_steps) for i in range(0, n, args.batch)])  # fmt: skip
     nfe = 2 * args.palette_steps - 1 if args.palette_sampler == "heun" else args.palette_steps
-    add("palette", nfe, out, time.perf_counter() - t0)
+    for w in args.guidance:
+        t0 = time.perf_counter()
+        out = torch.cat([palette_sample(palette, images[i : i + args.batch], seeds[i : i + args.batch],
+                                        masks=None if colorizing else masks[i : i + args.batch],
+                                        sampler=args.palette_sampler, num_steps=args.palette_steps, guidance=w)
+                         for i in range(0, n, args.batch)])  # fmt: skip
+        add(f"palette (guidance {w:g})", nfe * (1 if w == 1 else 2), out, time.perf_counter() - t0)
+    if colorizing:
+        return finish(args, rows, shown, images, masks, held, extractor, ref, cfg)
 
     pipes = {"baseline": Pipeline.from_run(run.path, "baseline"),
              "decoder": Pipeline.from_run(run.path, "decoder", embedder=True)}  # fmt: skip
@@ -151,17 +178,25 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
                                             resamplings=resamplings) for i in range(0, n, args.batch)])  # fmt: skip
             name = f"repaint {model}" + (f" y={'oracle' if y == 'image' else y}" if y else "")
             add(f"{name} ({steps} steps, r={resamplings})", nfe, out, time.perf_counter() - t0)
+    return finish(args, rows, shown, images, masks, held, extractor, ref, cfg)
 
+
+def finish(args, rows, shown, images, masks, held, extractor, ref, cfg) -> tuple[list[Row], dict]:
+    """Add the floor row, write the figure; (rows, info for the report)."""
+    labels, n, size = held.labels, len(images), images.shape[-1]
     floor = score(images, extractor, ref, k=cfg.eval.k)
     rows.append(Row("held-out originals (floor)", 0, None, floor["fid"], None if labels is None else float(
         (extractor.predict(images).cpu() == labels).float().mean()), 0.0))  # fmt: skip
     out_dir = Path(args.report).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = out_dir / f"{args.task}_{held.source.replace(':', '_')}.png"
-    grid = torch.cat([images[: args.show], (images * (1 - masks))[: args.show]] + [x for _, x in shown])
+    colorizing = args.task == "colorize"
+    inputs = luma(images).expand_as(images) if colorizing else images * (1 - masks)
+    grid = torch.cat([images[: args.show], inputs[: args.show]] + [x for _, x in shown[int(colorizing) :]])
     save_grid(grid, figure, nrow=args.show)
+    names = ["originals", "grayscale inputs" if colorizing else "masked inputs"]
     info = {"n": n, "size": size, "source": held.source, "figure": figure.name, "extractor": extractor.name,
-            "rows_in_figure": ["originals", "masked inputs"] + [m for m, _ in shown]}  # fmt: skip
+            "rows_in_figure": names + [m for m, _ in shown[int(colorizing) :]]}  # fmt: skip
     return rows, info
 
 
@@ -170,17 +205,24 @@ def fmt(v: float | None, spec: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
-    lines = ["| method | NFE | PSNR hole (dB) | FID | consistency | seconds |", "|---|---|---|---|---|---|"]
+    colour = any(r.colour_error is not None for r in rows)
+    head = (
+        "| method | NFE | PSNR (dB) | FID | consistency | "
+        + ("colour error | " if colour else "")
+        + "seconds |"
+    )
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
     for r in rows:
+        extra = f"{fmt(r.colour_error, '.2f')} | " if colour else ""
         lines.append(f"| {r.method} | {r.nfe} | {fmt(r.psnr, '.2f')} | {r.fid:.2f} | {fmt(r.consistency, '.3f')} | "
-                     f"{r.seconds:.1f} |")  # fmt: skip
+                     f"{extra}{r.seconds:.1f} |")  # fmt: skip
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", required=True, help="a trained two-stage run (vcdm demo)")
-    ap.add_argument("--task", choices=("inpaint", "uncrop"), default="inpaint")
+    ap.add_argument("--task", choices=("inpaint", "uncrop", "colorize"), default="inpaint")
     ap.add_argument("--num", type=int, default=500, help="held-out images (default: 500)")
     ap.add_argument("--mask-seed", type=int, default=0)
     ap.add_argument("--palette-sampler", default="heun")
@@ -188,6 +230,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--repaint-sampler", default="ddpm")
     ap.add_argument("--repaint", nargs="+", default=["50:1", "25:4"], metavar="STEPS:RESAMPLINGS")
     ap.add_argument("--jump", type=int, default=5, help="RePaint's jump length (default: 5)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0], help="Palette's weights (default: 1)")
     ap.add_argument("--batch", type=int, default=250)
     ap.add_argument("--show", type=int, default=10, help="images per row of the figure")
     ap.add_argument("--report", default="docs/inpainting/report.md")

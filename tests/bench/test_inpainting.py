@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from vcdm.cli import main
+from vcdm.data import save_images
 
 
 @pytest.fixture(scope="module")
@@ -46,3 +47,21 @@ def test_runs_every_method_on_a_tiny_run(inpainting, tmp_path, monkeypatch):
         assert method in text
     assert "| 6 |" in text  # RePaint's NFE: 4 steps + 1 jump point x 1 extra pass x 2 steps
     assert list(report.parent.glob("inpaint_mnist*.png")) and (run / "palette" / "model.json").exists()
+
+
+def test_colorize_rows_on_a_tiny_rgb_folder(inpainting, tmp_path, monkeypatch):
+    monkeypatch.setenv("VCDM_CACHE_DIR", str(tmp_path / "cache"))
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(("red", "blue")):
+        images = torch.rand(24, 3, 16, 16, generator=g) * 0.4 - 0.8
+        images[:, 2 * k] += 1.2  # a red or a blue cast
+        save_images(images.clamp(-1, 1), tmp_path / "data" / name, [f"{i:02d}" for i in range(24)])
+    run = tmp_path / "run"
+    assert main(["train", "baseline", str(run), "--preset", "tiny", "--no-progress", "--set",
+                 f"data.source={tmp_path / 'data'}", "--set", "data.limit=null"]) == 0  # fmt: skip
+    report = tmp_path / "out" / "report.md"
+    inpainting.main(["--run", str(run), "--task", "colorize", "--num", "6", "--palette-steps", "2",
+                     "--guidance", "1", "2", "--show", "3", "--report", str(report)])  # fmt: skip
+    text = report.read_text()
+    assert "colour error" in text and "grayscale input (no colour)" in text and "palette (guidance 2)" in text
+    assert "repaint" not in text
