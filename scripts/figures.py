@@ -3,8 +3,9 @@
     python scripts/figures.py --run runs/demo --out docs/figures
     python scripts/figures.py --run runs/figures --out docs/figures --train   # train a small run first
 
-Writes OUT/inputs/*.png (held-out images used as inputs), one PNG per figure (reconstruction, variations,
-interpolation, embedding edit, SDEdit, ILVR), and OUT/figures.md listing each picture with the exact command
+Writes OUT/inputs/*.png (held-out images used as inputs, and mask.png, white = to fill), one PNG per figure
+(reconstruction, variations, interpolation, embedding edit, SDEdit, ILVR, inpainting and uncropping with RePaint,
+and with Palette when the run has a Palette model), and OUT/figures.md listing each picture with the exact command
 that produced it and a table of inversion PSNR against the number of steps. About 2-3 minutes on 2 CPU
 cores for the demo model.
 """
@@ -32,6 +33,18 @@ PSNR_FIXED_POINT = (0, 1, 3)
 SIGMA_0 = ("0.2", "0.5", "1", "2", "5", "10", "80")
 ILVR_FACTORS = ("1", "2", "4", "7", "14")
 STRENGTHS = ("-1", "0", "0.5", "1", "1.5", "2")
+REPAINT = (
+    "--method",
+    "repaint",
+    "--sampler",
+    "ddpm",
+    "--steps",
+    "50",
+    "--resamplings",
+    "2",
+    "--jump-length",
+    "5",
+)
 
 
 def train_run(run: Path, preset: str, budget: float) -> None:
@@ -93,6 +106,19 @@ def write_inputs(run: Path, out: Path) -> dict[int, str]:
     return {k: str(p) for k, p in zip(keys, paths)}
 
 
+def write_mask(run: Path, out: Path) -> str:
+    """The first evaluation inpainting mask at the run's image size as OUT/inputs/mask.png (white = to fill)."""
+    from vcdm.config import load_config
+    from vcdm.data import load_dataset, save_png
+    from vcdm.data.masks import fixed_masks
+
+    data_cfg = replace(load_config(run / "config.json").data, limit=1)
+    size = load_dataset(data_cfg).images.shape[-1]
+    path = out / "inputs" / "mask.png"
+    save_png((fixed_masks("inpaint", [0], size)[0] * 255).to(torch.uint8), path)
+    return str(path)
+
+
 def run_edit(argv: list[str]) -> None:
     """Run `vcdm edit ARGV` in this process (the same parser and handler as the vcdm command)."""
     from vcdm.cli.edit import add_parser, run
@@ -121,7 +147,9 @@ def psnr_table(run: Path, inputs: dict[int, str]) -> list[str]:
     return rows
 
 
-def make_figures(run: Path, out: Path, work: Path, inputs: dict[int, str], steps: int) -> list[dict]:
+def make_figures(
+    run: Path, out: Path, work: Path, inputs: dict[int, str], steps: int, mask: str
+) -> list[dict]:
     """Run one `vcdm edit` command per figure and copy its grid.png to OUT/NAME.png."""
     keys = list(inputs)
     a, b, c = keys[3 % len(keys)], keys[8 % len(keys)], keys[4 % len(keys)]
@@ -144,7 +172,19 @@ def make_figures(run: Path, out: Path, work: Path, inputs: dict[int, str], steps
         ("ilvr", f"ILVR toward input {a}: columns N = {' '.join(ILVR_FACTORS)}; rows: two seeds, y from the "
          "prior; corrections stop at sigma 0.3 (the last steps are the model's own).",
          ["ilvr", r, inputs[a], "--factor", *ILVR_FACTORS, "--sigma-stop", "0.3", "--num", "2", "--sampler", "euler", *s]),
+        ("inpaint_repaint", f"RePaint with the single-stage model: input {c} with the hole of inputs/mask.png "
+         "(first), then 6 seeds; DDPM, 50 steps, 2 passes over every 5 steps.",
+         ["inpaint", r, inputs[c], "--mask", mask, *REPAINT, "--stage", "baseline", "--num", "6"]),
+        ("inpaint_two_stage", f"RePaint with the two-stage model, y embedded from the visible part of input {c}: "
+         "the same hole and seeds.",
+         ["inpaint", r, inputs[c], "--mask", mask, *REPAINT, "--stage", "decoder", "--cond", "masked", "--num", "6"]),
+        ("uncrop", f"Uncropping: the right 40% of input {b} filled by RePaint with the single-stage model.",
+         ["uncrop", r, inputs[b], "--side", "right", "--width", "0.4", *REPAINT, "--stage", "baseline", "--num", "6"]),
     ]  # fmt: skip
+    if (run / "palette" / "model.json").exists():
+        specs.append(("inpaint_palette", f"The run's Palette model on input {c} and the same hole (18 Heun steps).",
+                      ["inpaint", r, inputs[c], "--mask", mask, "--method", "palette", "--num", "6",
+                       "--sampler", "heun", "--steps", "18"]))  # fmt: skip
     figures = []
     for name, caption, argv in specs:
         argv = [*argv, "--out", str(work / name), "--force"]
@@ -250,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (run / "decoder" / "model.json").is_file():
             raise VcdmError(f"{run}: no trained decoder; run `vcdm demo --out {run}` or pass --train")
         inputs = write_inputs(run, out)
-        figures = make_figures(run, out, work, inputs, args.steps)
+        figures = make_figures(run, out, work, inputs, args.steps, write_mask(run, out))
         figures.append(threshold_figure(run, out, work, args.steps))
         table = [] if args.no_psnr else psnr_table(run, inputs)
     except VcdmError as e:
