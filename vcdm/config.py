@@ -20,7 +20,7 @@ from vcdm.data.dataset import DataConfig
 from vcdm.data.masks import MaskConfig
 from vcdm.embedders.learned import EncoderConfig
 from vcdm.errors import VcdmError
-from vcdm.latent import AutoencoderStage
+from vcdm.latent import SPACES, AutoencoderStage
 from vcdm.networks.classifier import ClassifierConfig
 from vcdm.networks.prior import PriorConfig
 from vcdm.networks.unet import UNetConfig
@@ -137,11 +137,15 @@ class DecoderStage(_Conditioned):
     # size the stage trains and samples at (the data resized, antialiased); None = the data's size. Below the
     # data's size it is the base of a cascade: an upsampler brings its samples to the data's size
     image_size: int | None = None
+    # "pixel", or "latent": trained on the run's autoencoder's scaled latents, decoded by the pipeline
+    # (vcdm.latent; set diffusion.sigma_data=1, the latents' std)
+    space: str = "pixel"
 
     def __post_init__(self):
         _check(self.condition in CONDITIONS, "decoder.condition", f"one of {CONDITIONS}", self.condition)
         _check(0 <= self.cond_drop_prob < 1, "decoder.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
         _check_size("decoder.image_size", self.image_size)
+        _check(self.space in SPACES, "decoder.space", f"one of {SPACES}", self.space)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,9 @@ class Component:
         autocast: sample under SampleConfig.precision's autocast (False keeps it fp32, as for the prior,
             whose output feeds everything downstream).
         settings: SampleConfig -> (sampler, steps, classifier-free weight).
+        space: for a stage sampled in an autoencoder's latent space, its vcdm.latent.LatentSpace: `shape` is
+            then the latent's and the pipeline decodes the samples (`out_shape`) before later components
+            see them; None for pixels.
     """
 
     name: str
@@ -105,10 +108,16 @@ class Component:
     settings: Callable[[SampleConfig], tuple[str, int, float]]
     wrapper: Wrapper | None = None
     autocast: bool = True
+    space: Any = None
     diffusion: DiffusionConfig = field(init=False)
 
     def __post_init__(self) -> None:
         self.diffusion = from_dict(DiffusionConfig, self.meta["diffusion"])
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        """The shape of one output: the decoded image's in latent space, else `shape`."""
+        return tuple(self.meta["latent"]["image_shape"]) if self.space is not None else self.shape
 
     def sample(
         self, seeds: Sequence[int], cond: dict[str, Tensor] | None, cfg: SampleConfig, device
@@ -155,9 +164,11 @@ def _semantic_cond(condition_kind: str, outputs: dict[str, Tensor], labels: Tens
     return cond
 
 
-def decoder_component(decoder: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None) -> Component:
+def decoder_component(
+    decoder: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None, space: Any = None
+) -> Component:
     """An image decoder p(x | y, a), p(x | a) or p(x): y from the prior's output, a from the labels (the null
-    condition when a label decoder is sampled without labels)."""
+    condition when a label decoder is sampled without labels). space: the LatentSpace of a latent decoder."""
     condition_kind = meta.get("condition", "none")
     net = meta["net"]
 
@@ -165,7 +176,7 @@ def decoder_component(decoder: nn.Module, meta: dict[str, Any], wrapper: Wrapper
         return _semantic_cond(condition_kind, outputs, labels, len(seeds), device) or None
 
     shape = (net["in_channels"], net["image_size"], net["image_size"])
-    return Component("decoder", decoder, meta, shape, condition, _decoder_settings, wrapper)
+    return Component("decoder", decoder, meta, shape, condition, _decoder_settings, wrapper, space=space)
 
 
 def upsampler_component(
@@ -248,6 +259,7 @@ class Pipeline:
         self.components = {c.name: c for c in components}
         for c in components:
             c.denoiser = c.denoiser.to(device)
+            c.space = c.space.to(device) if c.space is not None else None
         self.stats, self.device, self.embedder = stats, device, embedder
         uses_y = [c.name for c in components if "embedding" in c.meta.get("condition", "none")]
         if uses_y and ("prior" not in self.components or stats is None):
@@ -271,7 +283,17 @@ class Pipeline:
 
     @property
     def image_shape(self) -> tuple[int, ...]:
-        """The decoder's sample shape (the base images of a cascade)."""
+        """The shape of the decoder's images (the base images of a cascade; decoded from latent space)."""
+        return self.components["decoder"].out_shape
+
+    @property
+    def latent_space(self) -> Any:
+        """The decoder's vcdm.latent.LatentSpace when it samples in an autoencoder's latent space, else None."""
+        return self.components["decoder"].space
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """The shape the decoder samples (and DDIM inverts) in: the latent's, or image_shape for pixels."""
         return self.components["decoder"].shape
 
     @property
@@ -282,7 +304,7 @@ class Pipeline:
     @property
     def output_shape(self) -> tuple[int, ...]:
         """The shape of one output image: the upsampler's when there is one, else the decoder's."""
-        return (self.upsampler or self.components["decoder"]).shape
+        return (self.upsampler or self.components["decoder"]).out_shape
 
     @property
     def condition(self) -> str:
@@ -342,7 +364,12 @@ class Pipeline:
         components: list[Component] = []
         if decoder is not None:
             dec, dec_meta = load_model(run.stage(decoder), "image")
-            components.append(decoder_component(dec, dec_meta, guidance.get("decoder")))
+            space = None
+            if dec_meta.get("space") == "latent":  # decoded by the autoencoder it was trained on
+                from vcdm.stages.autoencoder import latent_space_for
+
+                space = latent_space_for(run.path, dec_meta)
+            components.append(decoder_component(dec, dec_meta, guidance.get("decoder"), space))
         if upsampler or (
             upsampler is None and decoder is not None and run.stage_meta("upsampler") is not None
         ):
@@ -351,7 +378,7 @@ class Pipeline:
                                 f"`vcdm train upsampler {run.path}`")  # fmt: skip
             up, up_meta = load_model(run.stage("upsampler"), "upsampler")
             top = upsampler_component(up, up_meta, guidance.get("upsampler"))
-            base = components[0].shape if components else None
+            base = components[0].out_shape if components else None
             if base is None or base == top.shape[:1] + (up_meta["low_res"],) * 2:
                 components.append(top)
             elif upsampler or base != top.shape:  # a stage already at the upsampler's size needs none
@@ -413,6 +440,8 @@ class Pipeline:
                 cond = comp.condition(outputs, labels, seeds, cfg, self.device)
                 with autocast if comp.autocast else contextlib.nullcontext():
                     outputs[name] = comp.sample(seeds, cond, cfg, self.device)
+                if comp.space is not None:  # latent diffusion: later components and callers see images
+                    outputs[name] = comp.space.decode(outputs[name])
             if name == until:
                 break
         return outputs

@@ -61,6 +61,9 @@ def resolve_model(
             raise VcdmError(f"cond {cond!r} needs a Pipeline; give a bare denoiser a dict or None")
         denoiser, diffusion = model, diffusion or DiffusionConfig()
     else:
+        if model.latent_space is not None:
+            raise VcdmError("SDEdit and ILVR guide the decoder's pixels; this decoder samples in an autoencoder's "
+                            "latent space (decoder.space 'latent')")  # fmt: skip
         denoiser, diffusion = model.decoder, model.decoder_diffusion
         n = len(seeds)
         if isinstance(cond, str) and model.uses_embedding:

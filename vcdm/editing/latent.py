@@ -86,13 +86,15 @@ def invert(
         num_steps: steps of the decoder's sampling grid (`sampling_sigmas`); decode with the same number.
         fixed_point_iters: refinement iterations per step (Pan et al. 2023); each costs one network call.
     Returns:
-        y_norm float32 (B, D) and x_T float32 (B, C, H, W), unit-scale noise.
+        y_norm float32 (B, D) and x_T float32 (B, C, H, W), unit-scale noise; for a decoder in latent space
+        x_T has the latent's shape (`pipe.latent_shape`): the images are encoded, then inverted.
     """
     check_two_stage(pipe)
     images = check_images(pipe, images)
     y = embed(pipe, images)
     sigmas = sampling_sigmas(pipe.decoder_diffusion, num_steps)
-    x_T = ddim_invert(pipe.decoder, images, sigmas, {"emb": y}, fixed_point_iters=fixed_point_iters)
+    x0 = pipe.latent_space.encode(images) if pipe.latent_space is not None else images
+    x_T = ddim_invert(pipe.decoder, x0, sigmas, {"emb": y}, fixed_point_iters=fixed_point_iters)
     return y, x_T
 
 
@@ -106,7 +108,7 @@ def reconstruct(
         y_norm: normalised embeddings float32 (B, D). x_T: unit-scale noise float32 (B, C, H, W).
         guidance: classifier-free weight of the decoder (1 = as trained; inversion assumes 1).
     Returns:
-        images float32 in [-1, 1] (B, C, H, W), clamped.
+        images float32 in [-1, 1] (B, C, H, W), clamped (decoded by the autoencoder in latent space).
     """
     check_two_stage(pipe)
     if len(y_norm) != len(x_T):
@@ -114,7 +116,8 @@ def reconstruct(
     sigmas = sampling_sigmas(pipe.decoder_diffusion, num_steps)
     denoiser = classifier_free(pipe.decoder, guidance)
     cond = {"emb": y_norm.to(pipe.device, torch.float32)}
-    return ddim(denoiser, x_T.to(pipe.device, torch.float32), sigmas, cond, eta=0.0).clamp(-1, 1)
+    x0 = ddim(denoiser, x_T.to(pipe.device, torch.float32), sigmas, cond, eta=0.0)
+    return pipe.latent_space.decode(x0) if pipe.latent_space is not None else x0.clamp(-1, 1)
 
 
 def psnr(a: Tensor, b: Tensor) -> Tensor:
@@ -144,7 +147,7 @@ def variations(
     if len(y) not in (1, len(seeds)):
         raise VcdmError(f"variations: got {len(y)} embeddings for {len(seeds)} seeds (expected 1 or equal)")
     x_T = seeded_randn(
-        seeds, tuple(pipe.image_shape), COMPONENT_STREAMS["decoder"], START, device=pipe.device
+        seeds, tuple(pipe.latent_shape), COMPONENT_STREAMS["decoder"], START, device=pipe.device
     )
     return reconstruct(pipe, y.expand(len(seeds), -1), x_T, num_steps=num_steps, guidance=guidance)
 

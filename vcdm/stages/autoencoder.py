@@ -161,6 +161,38 @@ def load_latent_space(
     return LatentSpace(model.autoencoder, float(meta[SCALE_KEY])).to(device), meta
 
 
+def encode_for_stage(
+    cfg: RunConfig, data: ImageData, run: RunDir, section: str
+) -> tuple[Tensor, dict[str, Any]]:
+    """A latent diffusion stage's training set: the scaled latents s * mu(x) of the run's images at the stage's
+    pixel size (`section`.image_size, else the data's), and the "latent" meta its export records."""
+    st, want = getattr(cfg, section), cfg.autoencoder.net
+    space, meta = load_latent_space(run.path)
+    got = space.cfg
+    if (got.factor, got.latent_channels) != (want.factor, want.latent_channels):
+        raise VcdmError(f"{run.stage('autoencoder')} holds an autoencoder with f = {got.factor} and "
+                        f"{got.latent_channels} latent channels, but autoencoder.net asks for f = {want.factor} "
+                        f"and {want.latent_channels}; train it again with --force")  # fmt: skip
+    size = st.image_size or data.images.shape[-1]
+    z = space.encode(data.images_at(size))  # (N, latent_channels, size / f, size / f)
+    latent = {"image_shape": [data.images.shape[1], size, size], "factor": got.factor,
+              SCALE_KEY: space.scale_factor, "autoencoder_nimg": meta.get("nimg")}  # fmt: skip
+    return z, latent
+
+
+def latent_space_for(
+    run_dir: str | Path, meta: dict[str, Any], device: torch.device | str = "cpu"
+) -> LatentSpace:
+    """The LatentSpace a latent stage's export (meta with "latent") was trained in: the run's autoencoder, checked
+    to be the one it was trained on."""
+    space, ae_meta = load_latent_space(run_dir, device)
+    latent = meta["latent"]
+    if ae_meta.get("nimg") != latent["autoencoder_nimg"] or ae_meta[SCALE_KEY] != latent[SCALE_KEY]:
+        raise VcdmError(f"{RunDir(run_dir).stage('autoencoder')} is not the autoencoder this {meta['kind']} was "
+                        f"trained on (it was retrained since); train the {meta['kind']} again with --force")  # fmt: skip
+    return space
+
+
 register(StageKind(
     name="autoencoder", summary="KL-regularised autoencoder (latent diffusion's first stage): reconstruction + KL "
     "[+ patch discriminator]", train_path="autoencoder.train", prepare=_prepare_autoencoder,

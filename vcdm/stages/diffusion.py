@@ -130,7 +130,14 @@ def _resolve_image(section: str):
         if st.image_size is not None and st.image_size > h:
             raise VcdmError(f"{section}.image_size must be at most the data's size {h}, got {st.image_size}")
         emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
-        net = replace(st.net, image_size=st.image_size or h, in_channels=c, emb_dim=emb_dim,
+        size = st.image_size or h
+        if st.space == "latent":  # the U-Net works on the autoencoder's latents (vcdm.latent)
+            ae = cfg.autoencoder.net
+            if size % ae.factor:
+                raise VcdmError(f"{section}.image_size must be a multiple of autoencoder.net.factor ({ae.factor}) "
+                                f"in latent space, got {size}")  # fmt: skip
+            size, c = size // ae.factor, ae.latent_channels
+        net = replace(st.net, image_size=size, in_channels=c, emb_dim=emb_dim,
                       num_classes=data.num_classes if st.uses_label else 0)  # fmt: skip
         net.check_sizes(f"{section}.net")
         return replace(cfg, **{section: replace(st, net=net)})
@@ -141,7 +148,14 @@ def _resolve_image(section: str):
 def _prepare_image(section: str):
     def prepare(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
         st: DecoderStage = getattr(cfg, section)
-        tensors: dict[str, Tensor] = {"image": data.images_at(st.net.image_size)}  # decoder.image_size
+        latent: dict[str, Any] = {}
+        if st.space == "latent":
+            from vcdm.stages.autoencoder import encode_for_stage
+
+            images, latent = encode_for_stage(cfg, data, run, section)
+            tensors: dict[str, Tensor] = {"image": images}
+        else:
+            tensors = {"image": data.images_at(st.net.image_size)}  # decoder.image_size
         if st.uses_embedding:
             es = load_embeddings(run)
             tensors["emb"] = es.normalized()[: len(data)]
@@ -152,6 +166,7 @@ def _prepare_image(section: str):
                 )
             tensors["label"] = data.labels
         meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition}
+        meta |= {"space": "latent", "latent": latent} if latent else {}
         task = DiffusionTask("image", st.diffusion, use_emb=st.uses_embedding, use_label=st.uses_label,
                              cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
         return Prepared(meta, tensors, task)

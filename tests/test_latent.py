@@ -1,0 +1,104 @@
+"""Latent diffusion end to end on a tiny RGB dataset through the CLI: embedder, embeddings, the autoencoder, the
+prior, a two-stage decoder and a single-stage baseline in latent space; then sampling (decoded images of the
+dataset's shape), inversion through the encoder, and the errors that name the field."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vcdm.cli import main
+from vcdm.config import apply_overrides, preset
+from vcdm.data import ImageData
+from vcdm.editing import invert, load_pipeline, psnr, reconstruct
+from vcdm.errors import VcdmError
+from vcdm.pipeline import Pipeline
+from vcdm.stages import resolve_for_data
+
+LATENT = ["--set=decoder.space=latent", "--set=baseline.space=latent", "--set=decoder.diffusion.sigma_data=1.0",
+          "--set=baseline.diffusion.sigma_data=1.0", "--set=autoencoder.net.base_channels=8",
+          "--set=autoencoder.net.latent_channels=3", "--set=autoencoder.train.batch_size=16",
+          "--set=autoencoder.disc_start_nimg=32", "--set=autoencoder.disc_channels=8"]  # fmt: skip
+BUDGET = [
+    f"--set={s}.train.total_nimg=64" for s in ("embedder", "prior", "decoder", "baseline", "autoencoder")
+]
+
+
+def _blobs(n=32, size=16) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size, 3), np.uint8)
+    for img in images:  # a coloured disc on a dark background
+        cx, cy = rng.integers(4, size - 4, 2)
+        img[:] = rng.integers(0, 40, 3)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < rng.integers(9, 30)] = rng.integers(80, 255, 3)
+    return images
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("latent")
+    np.savez(root / "blobs.npz", images=_blobs())
+    run = root / "run"
+    first = [str(run), "--preset", "tiny", "--no-progress", f"--set=data.source={root / 'blobs.npz'}", *LATENT,
+             *BUDGET]  # fmt: skip
+    assert main(["train", "embedder", *first]) == 0
+    assert main(["embed", str(run), "--no-progress"]) == 0
+    for stage in ("autoencoder", "prior", "decoder", "baseline"):
+        assert main(["train", stage, str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_latent_stages_train_on_the_autoencoders_latents(run):
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["decoder"]["net"]["image_size"] == 4 and cfg["decoder"]["net"]["in_channels"] == 3  # 16 / f=4
+    meta = json.loads((run / "decoder" / "model.json").read_text())
+    ae = json.loads((run / "autoencoder" / "model.json").read_text())
+    assert meta["space"] == "latent" and meta["latent"]["image_shape"] == [3, 16, 16]
+    assert meta["latent"]["scale_factor"] == ae["scale_factor"]  # reused from the export, not measured again
+
+
+@pytest.mark.parametrize("stage", ["decoder", "baseline"])
+def test_latent_stages_sample_decoded_images_of_the_datasets_shape(run, tmp_path, stage):
+    pipe = Pipeline.from_run(run, stage)
+    assert pipe.latent_shape == (3, 4, 4) and pipe.image_shape == pipe.output_shape == (3, 16, 16)
+    out = pipe([0, 1, 2])
+    assert out.images.shape == (3, 3, 16, 16) and out.images.abs().max() <= 1
+    # a seed's image does not depend on its batch
+    torch.testing.assert_close(pipe([1]).images[0], out.images[1], atol=1e-5, rtol=0)
+    assert main(["sample", str(run), "--stage", stage, "--num", "2", "--out", str(tmp_path / stage),
+                 "--no-progress"]) == 0  # fmt: skip
+    assert len(list((tmp_path / stage).glob("*.png"))) == 3  # two samples and the grid
+
+
+def test_inversion_goes_through_the_encoder_and_decoding_reconstructs(run):
+    pipe = load_pipeline(run)
+    images = torch.from_numpy(_blobs()[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    y, x_T = invert(pipe, images, num_steps=20, fixed_point_iters=2)
+    assert x_T.shape == (4, 3, 4, 4)  # the latent's shape
+    through_ae = pipe.latent_space.decode(pipe.latent_space.encode(images))
+    out = reconstruct(pipe, y, x_T, num_steps=20)
+    assert out.shape == images.shape
+    # DDIM inversion is near-exact in latent space: decoding gives the autoencoder's reconstruction back
+    assert psnr(out, through_ae).min() > 30
+
+
+def test_errors_name_the_field(run, tmp_path):
+    with pytest.raises(VcdmError, match="decoder.space"):
+        apply_overrides(preset("tiny"), ["decoder.space=voxel"])
+    data = ImageData(torch.zeros(2, 3, 18, 18, dtype=torch.uint8), None, (), "x")
+    cfg = apply_overrides(preset("tiny"), ["decoder.space=latent"])
+    with pytest.raises(
+        VcdmError, match=r"decoder.image_size must be a multiple of autoencoder.net.factor \(4\)"
+    ):
+        resolve_for_data(cfg, data, tmp_path)
+    # a decoder whose autoencoder was retrained is refused rather than decoded with the wrong weights
+    meta_path = run / "autoencoder" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"scale_factor": meta["scale_factor"] * 2}))
+    try:
+        with pytest.raises(VcdmError, match="not the autoencoder this decoder was trained on"):
+            Pipeline.from_run(run, "decoder")
+    finally:
+        meta_path.write_text(json.dumps(meta))
