@@ -43,6 +43,7 @@ THRESHOLDS = ("none", "static", "dynamic")
 LOW_RES = "low_res"  # OUT/low_res/: a cascade's base samples
 CASCADE_FLAGS = ("upsampler_steps", "upsampler_sampler", "upsampler_guidance", "aug_sigma")  # argparse dests
 DEFAULT_PERCENTILE = 0.995
+SAMPLE_DEFAULTS: dict[str, Any] = {}  # dest -> default of `vcdm sample`'s flags (--from-png fills those left)
 
 
 def add_guidance_args(parser: argparse.ArgumentParser) -> None:
@@ -216,7 +217,10 @@ def add_parser(sub: Any) -> None:
                  "SEED..SEED+NUM-1), not on the batch size or the number of processes. When the run has an "
                  "upsampler (`vcdm train upsampler`) and the stage samples at its low_res, the samples are "
                  "upsampled (a cascade) and the base samples are written to OUT/low_res/ as well.")  # fmt: skip
-    p.add_argument("run", metavar="RUN", help="run directory with trained stages")
+    p.add_argument("run", metavar="RUN", nargs="?", help="run directory with trained stages (with --from-png: "
+                   "default the run the PNG names)")  # fmt: skip
+    p.add_argument("--from-png", metavar="FILE", help="redraw a PNG written by vcdm (its run, stage, seed, "
+                   "steps, samplers and guidance; flags given here override them)")  # fmt: skip
     p.add_argument("--stage", default="decoder", choices=("decoder", "baseline"),
                    help="decoder: two-stage (prior then decoder); baseline: the single-stage model (default: decoder)")  # fmt: skip
     p.add_argument("--num", type=int, default=16, help="number of samples (default: 16)")
@@ -235,9 +239,11 @@ def add_parser(sub: Any) -> None:
     add_guidance_args(p)
     add_config_args(p)
     p.set_defaults(handler=run)
+    SAMPLE_DEFAULTS.update({a.dest: a.default for a in p._actions})
 
 
 def run(args: argparse.Namespace) -> None:
+    from vcdm import pngmeta
     from vcdm.cli.common import run_config
     from vcdm.data import save_grid, save_images
     from vcdm.data.images import load_pngs
@@ -245,9 +251,14 @@ def run(args: argparse.Namespace) -> None:
     from vcdm.runs import guard_output
     from vcdm.training import distributed as dist
 
+    if args.from_png:
+        pngmeta.fill_sample_args(args, pngmeta.read(args.from_png), SAMPLE_DEFAULTS)
+    elif args.run is None:
+        raise VcdmError("give RUN (or --from-png FILE)")
     cfg = run_config(args, args.run)
     given = {"num_steps": args.steps, "prior_num_steps": args.prior_steps, "sampler": args.sampler,
-             "guidance": args.guidance, "prior_guidance": args.prior_guidance}  # fmt: skip
+             "guidance": args.guidance, "prior_guidance": args.prior_guidance,
+             "prior_sampler": getattr(args, "prior_sampler", None)}  # fmt: skip
     s = replace(cfg.sample, **{k: v for k, v in given.items() if v is not None}, **upsampler_settings(args))
     if args.num < 1:
         raise VcdmError(f"--num must be >= 1, got {args.num}")
@@ -268,18 +279,29 @@ def run(args: argparse.Namespace) -> None:
     mine = seeds[dist.rank() :: dist.world_size()]
     t0 = time.perf_counter()
     res = pipe(mine, s, labels=labels, progress=not args.no_progress)
-    save_images(res.images, out, [f"{seed:06d}.png" for seed in res.seeds])
+
+    def meta(seed: int, **extra: Any) -> dict[str, Any]:  # the parameters each PNG carries (vcdm.pngmeta)
+        cascade = pipe.upsampler is not None
+        return pngmeta.params(args.run, args.stage, seed, s, cascade=cascade, label=args.label, **extra)
+
+    for path, seed in zip(save_images(res.images, out, [f"{seed:06d}.png" for seed in res.seeds]), res.seeds):
+        pngmeta.write(path, meta(seed))
     if res.low_res is not None:
-        save_images(res.low_res, out / LOW_RES, [f"{seed:06d}.png" for seed in res.seeds])
+        for path, seed in zip(
+            save_images(res.low_res, out / LOW_RES, [f"{seed:06d}.png" for seed in res.seeds]), res.seeds
+        ):
+            pngmeta.write(path, meta(seed, part=LOW_RES))
     dist.barrier()
     if dist.rank() == 0:
         save_grid(load_pngs([out / f"{seed:06d}.png" for seed in seeds]), out / "grid.png")
+        pngmeta.write(out / "grid.png", meta(args.seed, num=args.num))
         size = "x".join(map(str, pipe.output_shape[1:]))
         note = ""
         if pipe.upsampler is not None:
             save_grid(
                 load_pngs([out / LOW_RES / f"{seed:06d}.png" for seed in seeds]), out / LOW_RES / "grid.png"
             )
+            pngmeta.write(out / LOW_RES / "grid.png", meta(args.seed, num=args.num, part=LOW_RES))
             note = (
                 f", upsampled from the {'x'.join(map(str, pipe.image_shape[1:]))} samples in {out / LOW_RES}"
             )
