@@ -25,10 +25,11 @@ from vcdm.networks.classifier import ClassifierConfig
 from vcdm.networks.prior import PriorConfig
 from vcdm.networks.unet import UNetConfig
 from vcdm.samplers import SAMPLERS
+from vcdm.text.config import ClipStage
 from vcdm.training.loop import TrainConfig
 
 PARAMETERIZATIONS = ("edm", "eps")
-EMBEDDER_KINDS = ("learned", "clip", "precomputed")
+EMBEDDER_KINDS = ("learned", "clip", "clip-trained", "precomputed")
 CONDITIONS = ("embedding", "embedding+label", "label", "none")
 AUG_NOISE = ("log-uniform", "uniform", "none")
 PALETTE_TASKS = ("inpaint", "uncrop", "colorize")
@@ -73,9 +74,12 @@ class DiffusionConfig:
 @dataclass(frozen=True)
 class EmbedderStage:
     kind: str = (
-        "learned"  # "learned" (trained here, contrastive), "clip" (local HF CLIP dir), "precomputed" (.npy)
+        "learned"  # "learned" (trained here, contrastive), "clip" (local HF CLIP dir), "precomputed" (.npy),
+        # "clip-trained" (the image tower of a CLIP trained by `vcdm train clip`)
     )
-    path: str | None = None  # clip: local model directory; precomputed: .npy aligned with the dataset
+    # clip: local model directory; precomputed: .npy aligned with the dataset; clip-trained: a clip export
+    # (None: RUN/clip)
+    path: str | None = None
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # learned embedder's network
     train: TrainConfig = field(default_factory=lambda: TrainConfig(total_nimg=40_000, lr=2e-3, warmup_nimg=2_000,
                                                                    batch_size=256, ema_halflife_nimg=5_000))  # fmt: skip
@@ -86,7 +90,7 @@ class EmbedderStage:
     def __post_init__(self):
         _check(self.kind in EMBEDDER_KINDS, "embedder.kind", f"one of {EMBEDDER_KINDS}", self.kind)
         _check_size("embedder.image_size", self.image_size)
-        _check(self.kind == "learned" or self.path is not None, "embedder.path",
+        _check(self.kind in ("learned", "clip-trained") or self.path is not None, "embedder.path",
                f"a path when embedder.kind is {self.kind!r}", self.path)  # fmt: skip
         _check(self.aug_copies >= 0, "embedder.aug_copies", "an integer >= 0", self.aug_copies)
 
@@ -312,6 +316,7 @@ class RunConfig:
     decoder: DecoderStage = field(default_factory=DecoderStage)  # the two-stage decoder p(x | y[, a])
     baseline: DecoderStage = field(default_factory=lambda: DecoderStage(condition="none"))  # single-stage
     upsampler: UpsamplerStage = field(default_factory=UpsamplerStage)  # optional SR stage of a cascade
+    clip: ClipStage = field(default_factory=ClipStage)  # a CLIP trained on (image, caption) pairs (vcdm.text)
     autoencoder: AutoencoderStage = field(default_factory=AutoencoderStage)  # latent diffusion's first stage
     palette: PaletteStage = field(default_factory=PaletteStage)  # optional image-to-image model
     sample: SampleConfig = field(default_factory=SampleConfig)
@@ -484,6 +489,7 @@ def _demo() -> RunConfig:
         prior=PriorStage(net=PriorConfig(width=128, depth=3, heads=4), train=prior_train),
         decoder=DecoderStage(net=unet, train=dec_train),
         baseline=DecoderStage(net=unet, train=dec_train, condition="none"),
+        palette=PaletteStage(net=unet, train=dec_train),  # the same U-Net and budget (bench/inpainting.py)
     )
 
 
@@ -527,6 +533,7 @@ def _emoji() -> RunConfig:
         decoder=DecoderStage(net=unet, train=dec_train, image_size=32),
         baseline=DecoderStage(net=unet, train=dec_train, image_size=32, condition="none"),
         upsampler=UpsamplerStage(net=up_net, train=up_train),
+        palette=PaletteStage(net=unet, train=dec_train),  # at the data's size (data.image_size=32 to match)
         sample=SampleConfig(precision="bf16", upsampler_num_steps=12, batch_size=128),
         demo=DemoConfig(stages=("embedder", "prior", "decoder", "upsampler")),
     )

@@ -28,6 +28,7 @@ from vcdm.stages.classifier import ClassifierTask, load_noisy_classifier, random
 from vcdm.stages import upsampler as upsampler  # registers "upsampler" (SR3 with conditioning augmentation)
 from vcdm.stages import autoencoder as autoencoder  # registers "autoencoder" (latent diffusion's first stage)
 from vcdm.stages import palette as palette  # registers "palette" (image-to-image: inpaint, uncrop, colorize)
+from vcdm.stages import clip as clip  # registers "clip" (a CLIP trained on (image, caption) pairs)
 
 __all__ = [
     "KINDS",

@@ -58,7 +58,7 @@ register(StageKind(
 
 
 def load_embedder(run_dir: str | Path, cfg: RunConfig):
-    """The run's embedder: the trained learned one, a local CLIP, or (precomputed) None."""
+    """The run's embedder: the trained learned one, a local CLIP, a CLIP trained here, or (precomputed) None."""
     kind = cfg.embedder.kind
     if kind == "learned":
         model, _ = load_model(RunDir(run_dir).stage("embedder"), "embedder")
@@ -67,6 +67,10 @@ def load_embedder(run_dir: str | Path, cfg: RunConfig):
         from vcdm.embedders import ClipEmbedder
 
         return ClipEmbedder.from_pretrained(cfg.embedder.path)
+    if kind == "clip-trained":  # the image tower of `vcdm train clip`
+        from vcdm.stages.clip import load_clip
+
+        return load_clip(cfg.embedder.path or RunDir(run_dir).stage("clip"))
     return None
 
 
