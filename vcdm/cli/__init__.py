@@ -14,7 +14,8 @@ import sys
 
 from vcdm.errors import VcdmError
 
-VERBS = ("demo", "train", "embed", "sample", "upsample", "autoencode", "edit", "fid", "bench", "config")
+VERBS = ("demo", "train", "embed", "sample", "upsample", "autoencode", "edit", "fid", "bench", "config",
+         "serve")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
