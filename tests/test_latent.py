@@ -102,3 +102,14 @@ def test_errors_name_the_field(run, tmp_path):
             Pipeline.from_run(run, "decoder")
     finally:
         meta_path.write_text(json.dumps(meta))
+
+
+def test_cli_latent_file_of_a_latent_decoder_is_accepted(run, tmp_path, capsys):
+    from vcdm.data import save_images
+
+    pngs = [str(p) for p in save_images(torch.from_numpy(_blobs()[:1]).permute(0, 3, 1, 2), tmp_path, ["a"])]
+    assert main(["edit", "invert", str(run), *pngs, "--steps", "8", "--out", str(tmp_path / "inv")]) == 0
+    latent = tmp_path / "inv" / "latent.safetensors"
+    assert main(["edit", "variations", str(run), "--latent", str(latent), "--num", "2",
+                 "--out", str(tmp_path / "var")]) == 0  # fmt: skip
+    assert "wrote 2 variations" in capsys.readouterr().out

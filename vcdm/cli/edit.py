@@ -232,10 +232,10 @@ def _latent(args: argparse.Namespace, pipe, indices: list[int]) -> tuple[Tensor,
     from vcdm.editing import load_latent
 
     y, x_T, meta = load_latent(args.latent)
-    if tuple(x_T.shape[1:]) != tuple(pipe.image_shape) or y.shape[1] != pipe.stats.mean.shape[0]:
+    if tuple(x_T.shape[1:]) != tuple(pipe.latent_shape) or y.shape[1] != pipe.stats.mean.shape[0]:
         raise VcdmError(
             f"{args.latent}: latents of shape {tuple(y.shape)}, {tuple(x_T.shape)} do not fit "
-            f"this run (images {tuple(pipe.image_shape)}, embeddings {pipe.stats.mean.shape[0]})"
+            f"this run (x_T {tuple(pipe.latent_shape)}, embeddings {pipe.stats.mean.shape[0]})"
         )
     for i in indices:
         if not 0 <= i < len(y):
