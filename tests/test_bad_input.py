@@ -100,7 +100,7 @@ def test_bad_data_is_a_one_line_error(case, tmp_path, capsys):
         (
             "decoder.condtion=none",
             "vcdm: error: unknown config field 'decoder.condtion'; allowed fields: "
-            "cond_drop_prob, condition, diffusion, image_size, net, space, train",
+            "cond_drop_prob, condition, diffusion, image_size, net, space, text_drop_prob, train",
         ),  # fmt: skip
         ("sample.num_steps=0", "vcdm: error: sample.num_steps must be an integer >= 1, got 0"),
     ],

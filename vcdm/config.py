@@ -31,6 +31,9 @@ from vcdm.training.loop import TrainConfig
 PARAMETERIZATIONS = ("edm", "eps")
 EMBEDDER_KINDS = ("learned", "clip", "clip-trained", "precomputed")
 CONDITIONS = ("embedding", "embedding+label", "label", "none")
+# the decoder and the baseline also take a caption (vcdm.stages.text): unCLIP's decoder, and GLIDE ("text")
+DECODER_CONDITIONS = CONDITIONS + ("embedding+text", "text")
+PRIOR_CONDITIONS = ("none", "label", "text")
 AUG_NOISE = ("log-uniform", "uniform", "none")
 PALETTE_TASKS = ("inpaint", "uncrop", "colorize")
 SAMPLER_NAMES = tuple(SAMPLERS)  # the samplers registry is the one list of names
@@ -106,13 +109,28 @@ class PriorStage:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(total_nimg=400_000, batch_size=512, lr=1e-3,
                                                                    warmup_nimg=20_000, ema_halflife_nimg=50_000,
                                                                    precision="fp32"))  # fmt: skip
-    class_conditional: bool = False  # model p(y | label); needs a labelled dataset
-    cond_drop_prob: float = 0.1  # classifier-free dropout of the label (class_conditional only)
+    class_conditional: bool = False  # model p(y | label); needs a labelled dataset (= condition "label")
+    cond_drop_prob: float = 0.1  # classifier-free dropout of the label or caption (conditional priors only)
     precond: str = "x0"  # "x0": the network predicts the clean embedding (VCDM); "edm": EDM's mixed skip
+    # "none", "label" (as class_conditional), or "text": p(y | caption) with the run's CLIP (DALL-E 2's prior;
+    # needs embedder.kind clip-trained)
+    condition: str = "none"
 
     def __post_init__(self):
         _check(0 <= self.cond_drop_prob < 1, "prior.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
         _check(self.precond in ("x0", "edm"), "prior.precond", "'x0' or 'edm'", self.precond)
+        _check(self.condition in PRIOR_CONDITIONS, "prior.condition", f"one of {PRIOR_CONDITIONS}",
+               self.condition)  # fmt: skip
+        _check(not (self.class_conditional and self.condition == "text"), "prior.class_conditional",
+               "false with prior.condition 'text'", self.class_conditional)  # fmt: skip
+
+    @property
+    def uses_label(self) -> bool:
+        return self.class_conditional or self.condition == "label"
+
+    @property
+    def uses_text(self) -> bool:
+        return self.condition == "text"
 
 
 class _Conditioned:
@@ -128,6 +146,10 @@ class _Conditioned:
     def uses_label(self) -> bool:
         return "label" in self.condition
 
+    @property
+    def uses_text(self) -> bool:
+        return "text" in self.condition
+
 
 @dataclass(frozen=True)
 class DecoderStage(_Conditioned):
@@ -136,8 +158,13 @@ class DecoderStage(_Conditioned):
     )  # image_size, channels, emb_dim, num_classes set from data
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    condition: str = "embedding"  # "embedding" (two-stage), "embedding+label", "label", "none" (single-stage)
+    # "embedding" (two-stage), "embedding+label", "label", "none" (single-stage); with the run's CLIP,
+    # "embedding+text" (unCLIP's decoder: y and the caption's text embedding) or "text" (GLIDE: no prior)
+    condition: str = "embedding"
     cond_drop_prob: float = 0.1  # classifier-free dropout of the whole condition
+    # "embedding+text": the caption alone is dropped (its text embedding zeroed, "no caption") with this
+    # probability, y kept (DALL-E 2 drops it 50% of the time); so the decoder also decodes y alone (edits)
+    text_drop_prob: float = 0.5
     # size the stage trains and samples at (the data resized, antialiased); None = the data's size. Below the
     # data's size it is the base of a cascade: an upsampler brings its samples to the data's size
     image_size: int | None = None
@@ -146,8 +173,10 @@ class DecoderStage(_Conditioned):
     space: str = "pixel"
 
     def __post_init__(self):
-        _check(self.condition in CONDITIONS, "decoder.condition", f"one of {CONDITIONS}", self.condition)
+        _check(self.condition in DECODER_CONDITIONS, "decoder.condition", f"one of {DECODER_CONDITIONS}",
+               self.condition)  # fmt: skip
         _check(0 <= self.cond_drop_prob < 1, "decoder.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+        _check(0 <= self.text_drop_prob < 1, "decoder.text_drop_prob", "in [0, 1)", self.text_drop_prob)
         _check_size("decoder.image_size", self.image_size)
         _check(self.space in SPACES, "decoder.space", f"one of {SPACES}", self.space)
 
@@ -248,7 +277,10 @@ class SampleConfig:
     prior_sampler: str = "heun"
     prior_num_steps: int = 18
     guidance: float = 1.0  # decoder classifier-free guidance weight (1 = plain conditional)
-    prior_guidance: float = 1.0  # prior classifier-free guidance weight (class-conditional priors)
+    prior_guidance: float = 1.0  # prior classifier-free guidance weight (class- or text-conditional priors)
+    # text prior: draw this many embeddings per sample and keep the one closest to the caption (cosine in
+    # CLIP space; DALL-E 2 draws 2); 1 = the plain sample
+    prior_candidates: int = 1
     eta: float = 1.0  # ddim's eta (0 = deterministic)
     s_churn: float = 0.0  # heun's churn
     batch_size: int = 256  # images per forward pass
@@ -271,6 +303,8 @@ class SampleConfig:
         _check(self.upsampler_aug_sigma is None or self.upsampler_aug_sigma >= 0, "sample.upsampler_aug_sigma",
                "null or a number >= 0", self.upsampler_aug_sigma)  # fmt: skip
         _check(self.batch_size >= 1, "sample.batch_size", "an integer >= 1", self.batch_size)
+        _check(self.prior_candidates >= 1, "sample.prior_candidates", "an integer >= 1",
+               self.prior_candidates)  # fmt: skip
 
 
 @dataclass(frozen=True)

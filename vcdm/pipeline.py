@@ -28,7 +28,10 @@ from vcdm.embedders import EmbeddingStats
 from vcdm.errors import VcdmError
 from vcdm.guidance import classifier_free
 from vcdm.samplers import SAMPLERS
-from vcdm.seeding import AUG, COMPONENT_STREAMS, FRESH, START, generators, seeded_randn
+from vcdm.seeding import AUG, COMPONENT_STREAMS, FRESH, START, generators, mix_seed, seeded_randn
+
+CANDIDATES = 0xCA  # the seeds of a text prior's extra candidates: mix_seed(seed, CANDIDATES, j), j >= 1
+TEXT_KEYS = ("text_tokens", "text_mask", "text_emb")  # a prompt's conditioning (vcdm.stages.text)
 
 Wrapper = Callable[[Any], Any]  # denoiser -> denoiser (vcdm.guidance)
 # cond(outputs so far, labels or None, the batch's seeds, sample config, device) -> the condition dict or None
@@ -136,9 +139,55 @@ def _decoder_settings(cfg: SampleConfig) -> tuple[str, int, float]:
     return cfg.sampler, cfg.num_steps, cfg.guidance
 
 
-def prior_component(prior: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None) -> Component:
-    """The embedding prior p(y [| label]): conditioned on the labels when it is class-conditional."""
+def _text_cond(outputs: dict[str, Tensor], keys: Sequence[str], who: str) -> dict[str, Tensor]:
+    if "text_emb" not in outputs:
+        raise VcdmError(f"this {who} is conditioned on text: give prompts (Pipeline.sample(..., prompts=[...]), "
+                        "vcdm sample --prompt TEXT)")  # fmt: skip
+    return {k: outputs[k] for k in keys}
+
+
+@dataclass
+class TextPriorComponent(Component):
+    """A text-conditioned prior p(y | caption) that can draw `SampleConfig.prior_candidates` embeddings per
+    sample and keep the one whose raw y is closest (cosine) to the caption's CLIP text embedding (DALL-E 2,
+    Sec. 2.2, draws 2). Candidate 0 is the plain sample of the seed; candidate j >= 1 is the sample of seed
+    mix_seed(seed, CANDIDATES, j), so the result still depends only on (prompt, seed)."""
+
+    stats: EmbeddingStats | None = None
+
+    def sample(
+        self, seeds: Sequence[int], cond: dict[str, Tensor] | None, cfg: SampleConfig, device
+    ) -> Tensor:
+        k = cfg.prior_candidates
+        if k == 1:
+            return super().sample(seeds, cond, cfg, device)
+        if self.stats is None:
+            raise VcdmError("sample.prior_candidates > 1 needs the embedding statistics")
+        all_seeds = [s if j == 0 else mix_seed(s, CANDIDATES, j) for s in seeds for j in range(k)]
+        rep = {key: v.repeat_interleave(k, dim=0) for key, v in (cond or {}).items()}
+        y = super().sample(all_seeds, rep, cfg, device).reshape(len(seeds), k, -1)  # (B, k, D)
+        raw = torch.nn.functional.normalize(self.stats.denormalize(y.float()), dim=-1)
+        score = (raw * cond["text_emb"].float()[:, None]).sum(-1)  # (B, k): cosine in CLIP space
+        return y[torch.arange(len(seeds), device=y.device), score.argmax(1)]
+
+
+def prior_component(
+    prior: nn.Module,
+    meta: dict[str, Any],
+    wrapper: Wrapper | None = None,
+    stats: EmbeddingStats | None = None,
+) -> Component:
+    """The embedding prior p(y [| label]): conditioned on the labels when it is class-conditional; on the
+    prompts' text conditioning (the pipeline's outputs TEXT_KEYS) when it is text-conditional (a
+    `TextPriorComponent`; stats: for its candidates' cosine in CLIP space)."""
     labelled = meta["net"]["num_classes"] > 0
+    if meta["net"].get("text_width", 0) > 0:
+
+        def text_condition(outputs, labels, seeds, cfg, device):
+            return _text_cond(outputs, TEXT_KEYS, "prior")
+
+        return TextPriorComponent("prior", prior, meta, (meta["net"]["emb_dim"],), text_condition,
+                                  _prior_settings, wrapper, autocast=False, stats=stats)  # fmt: skip
 
     def condition(outputs, labels, seeds, cfg, device):
         return {"label": labels} if labelled and labels is not None else None
@@ -161,6 +210,8 @@ def _semantic_cond(condition_kind: str, outputs: dict[str, Tensor], labels: Tens
         cond["label"] = labels
     elif "label" in condition_kind:
         cond["null"] = torch.ones(n, dtype=torch.bool, device=device)
+    if "text" in condition_kind:
+        cond |= _text_cond(outputs, ("text_emb",), "decoder")
     return cond
 
 
@@ -239,6 +290,11 @@ class PipelineOutput:
     low_res: Tensor | None = None  # a cascade's base images (the decoder's samples) in [-1, 1]; else None
 
 
+def _uses_text(meta: dict[str, Any]) -> bool:
+    """Whether a component's export is conditioned on a caption (a text prior, or a decoder's condition)."""
+    return meta["net"].get("text_width", 0) > 0 or "text" in meta.get("condition", "none")
+
+
 class Pipeline:
     """Generation from a chain of trained components (prior -> decoder, or a decoder alone).
 
@@ -247,6 +303,7 @@ class Pipeline:
         stats: the embedding statistics (two-stage): the prior samples normalised y, outputs are raw y.
         device: where the networks run.
         embedder: the run's image embedder (inversion and embedding edits need E(x)); optional.
+        text: a vcdm.stages.text.TextEncoder (prompts -> conditioning) for text-conditioned components.
     """
 
     def __init__(
@@ -255,12 +312,13 @@ class Pipeline:
         stats: EmbeddingStats | None = None,
         device: torch.device | str = "cpu",
         embedder: Any = None,
+        text: Any = None,
     ):
         self.components = {c.name: c for c in components}
         for c in components:
             c.denoiser = c.denoiser.to(device)
             c.space = c.space.to(device) if c.space is not None else None
-        self.stats, self.device, self.embedder = stats, device, embedder
+        self.stats, self.device, self.embedder, self.text = stats, device, embedder, text
         uses_y = [c.name for c in components if "embedding" in c.meta.get("condition", "none")]
         if uses_y and ("prior" not in self.components or stats is None):
             raise VcdmError(
@@ -328,6 +386,11 @@ class Pipeline:
         """Whether any component takes a label."""
         return any(c.meta["net"].get("num_classes", 0) > 0 for c in self.components.values())
 
+    @property
+    def text_conditional(self) -> bool:
+        """Whether any component takes a caption (sample with prompts)."""
+        return any(_uses_text(c.meta) for c in self.components.values())
+
     @classmethod
     def from_run(
         cls,
@@ -389,14 +452,19 @@ class Pipeline:
         uses_y = any("embedding" in c.meta.get("condition", "none") for c in components)
         if uses_y or not components:  # no image stage: the prior alone
             prior, prior_meta = load_model(run.stage("prior"), "prior")
-            components.insert(0, prior_component(prior, prior_meta, guidance.get("prior")))
             stats = load_embeddings(run).stats
+            components.insert(0, prior_component(prior, prior_meta, guidance.get("prior"), stats))
         emb = None
         if embedder:
             emb = load_embedder(run.path, run.load_config())
             if emb is not None and hasattr(emb, "encoder"):  # the learned embedder: follow the pipeline
                 emb.encoder.to(device)
-        return cls(components, stats, device=device, embedder=emb)
+        text = None
+        if any(_uses_text(c.meta) for c in components):  # prompts are encoded by the run's CLIP
+            from vcdm.stages.text import TextEncoder
+
+            text = TextEncoder.from_run(run.path, device)
+        return cls(components, stats, device=device, embedder=emb, text=text)
 
     # ---- sampling ----
 
@@ -410,6 +478,21 @@ class Pipeline:
         if not self.class_conditional:
             raise VcdmError("labels were given but no component of the pipeline is class-conditional")
         return t.to(self.device)
+
+    def encode_prompts(self, prompts: str | Sequence[str] | None, n: int) -> dict[str, Tensor]:
+        """The text conditioning (TEXT_KEYS) of one prompt per sample (a single prompt serves all n), each
+        distinct prompt encoded once; {} when prompts is None. Prompts are checked (empty, too long: a one-line
+        VcdmError); giving them to a pipeline without text conditioning is an error too."""
+        if prompts is None:
+            return {}
+        prompts = [prompts] * n if isinstance(prompts, str) else list(prompts)
+        if len(prompts) != n:
+            raise VcdmError(f"got {len(prompts)} prompts for {n} seeds")
+        if self.text is None or not self.text_conditional:
+            raise VcdmError("prompts were given but no component of the pipeline is conditioned on text")
+        distinct = list(dict.fromkeys(prompts))
+        index = torch.tensor([distinct.index(p) for p in prompts], dtype=torch.long)
+        return {k: v[index.to(v.device)] for k, v in self.text.encode(distinct).items()}
 
     @torch.no_grad()
     def run(
@@ -460,13 +543,18 @@ class Pipeline:
         until: str | None = None,
         start: str | None = None,
         progress: bool = False,
+        prompts: str | Sequence[str] | None = None,
     ) -> dict[str, Tensor]:
         """`run` over all seeds in batches of cfg.batch_size: {component name: float32 output on the CPU}.
 
         given: as for `run`, one row per seed (e.g. {"prior": normalised embeddings}).
+        prompts: for text-conditioned components, one per seed or one for all (`encode_prompts`); a sample
+            depends only on (its prompt, its seed).
         """
         cfg = cfg or SampleConfig()
         seeds = [int(s) for s in seeds]
+        text = self.encode_prompts(prompts, len(seeds))
+        given = {**text, **(given or {})} if text else given
         labels_t = self._labels(labels, len(seeds))
         parts: dict[str, list[Tensor]] = {}
         for i in tqdm(range(0, len(seeds), cfg.batch_size), desc="sampling", disable=not progress):
@@ -476,7 +564,8 @@ class Pipeline:
             for name, x in self.run(
                 seeds[rows], cfg, lab, given=given_rows, until=until, start=start
             ).items():
-                parts.setdefault(name, []).append(x.float().cpu())
+                if name not in text:  # a prompt's conditioning is an input, not an output
+                    parts.setdefault(name, []).append(x.float().cpu())
         return {name: torch.cat(xs) for name, xs in parts.items()}
 
     def __call__(
@@ -487,11 +576,12 @@ class Pipeline:
         *,
         given: dict[str, Tensor] | None = None,
         progress: bool = False,
+        prompts: str | Sequence[str] | None = None,
     ) -> PipelineOutput:
         """Generate one image per seed (two-stage when the decoder takes y, then upsampled in a cascade): images
-        in [-1, 1], raw y, and a cascade's base images."""
+        in [-1, 1], raw y, and a cascade's base images. prompts: as for `sample`."""
         seeds = [int(s) for s in seeds]
-        out = self.sample(seeds, cfg, labels, given=given, progress=progress)
+        out = self.sample(seeds, cfg, labels, given=given, progress=progress, prompts=prompts)
         labels_t = self._labels(labels, len(seeds))
         emb = self.stats.denormalize(out["prior"]) if "prior" in out else None
         cascade = "upsampler" in out

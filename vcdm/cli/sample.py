@@ -233,6 +233,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--prior-guidance", type=float, help="prior classifier-free guidance weight (class-conditional "
                    "priors; default: sample.prior_guidance)")  # fmt: skip
     p.add_argument("--label", type=int, help="class label for class-conditional stages")
+    t = p.add_argument_group("text to image (runs with a text prior or a text-conditioned decoder)")
+    t.add_argument("--prompt", action="append", metavar="TEXT", help="draw --num samples of this caption "
+                   "(repeatable; seeds SEED..SEED+NUM-1 for each, so a sample depends on its prompt and seed)")  # fmt: skip
+    t.add_argument("--prompts-file", metavar="FILE", help="more prompts, one a line (# comments skipped)")
+    t.add_argument("--prior-candidates", type=int, metavar="K", help="draw K embeddings per sample and keep the "
+                   "one closest to the caption in CLIP space (default: sample.prior_candidates)")  # fmt: skip
     p.add_argument("--out", help="output directory (default: RUN/samples/STAGE-seedSEED)")
     p.add_argument("--force", action="store_true", help="overwrite an output directory that holds files")
     add_upsampler_args(p)
@@ -252,13 +258,19 @@ def run(args: argparse.Namespace) -> None:
     from vcdm.training import distributed as dist
 
     if args.from_png:
-        pngmeta.fill_sample_args(args, pngmeta.read(args.from_png), SAMPLE_DEFAULTS)
+        png = pngmeta.read(args.from_png)
+        pngmeta.fill_sample_args(args, png, SAMPLE_DEFAULTS)
+        if "prompt" in png and not args.prompt and not args.prompts_file:  # text to image (vcdm.cli.text)
+            args.prompt = [png["prompt"]]
+        if args.prior_candidates is None:
+            args.prior_candidates = png.get("prior_candidates")
     elif args.run is None:
         raise VcdmError("give RUN (or --from-png FILE)")
     cfg = run_config(args, args.run)
     given = {"num_steps": args.steps, "prior_num_steps": args.prior_steps, "sampler": args.sampler,
              "guidance": args.guidance, "prior_guidance": args.prior_guidance,
-             "prior_sampler": getattr(args, "prior_sampler", None)}  # fmt: skip
+             "prior_sampler": getattr(args, "prior_sampler", None),
+             "prior_candidates": getattr(args, "prior_candidates", None)}  # fmt: skip
     s = replace(cfg.sample, **{k: v for k, v in given.items() if v is not None}, **upsampler_settings(args))
     if args.num < 1:
         raise VcdmError(f"--num must be >= 1, got {args.num}")
@@ -273,6 +285,13 @@ def run(args: argparse.Namespace) -> None:
     flags = [f"--{k.replace('_', '-')}" for k in CASCADE_FLAGS if getattr(args, k) is not None]
     if pipe.upsampler is None and flags:
         raise VcdmError(f"{flags[0]} applies to a cascade, but {args.stage} is sampled without an upsampler")
+    from vcdm.text.prompts import gather_prompts
+
+    prompts = gather_prompts(args.prompt, args.prompts_file)
+    if prompts or pipe.text_conditional:
+        from vcdm.cli.text import sample_prompts
+
+        return sample_prompts(args, pipe, s, prompts, out)
     labels = None if uses_label_for_guidance_only(args, pipe.class_conditional) else args.label
     # Under torchrun each process draws every world_size-th seed; an image depends only on its seed.
     seeds = list(range(args.seed, args.seed + args.num))

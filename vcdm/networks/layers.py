@@ -124,7 +124,7 @@ class NoiseEmbedding(nn.Module):
 
 
 class ConditionProjector(nn.Module):
-    """Linear projection of [emb ++ one_hot(label)] with a learned null vector for dropped conditions.
+    """Linear projection of [emb ++ one_hot(label) ++ text_emb] with a learned null vector for dropped conditions.
 
     Reads cond["emb"] (B, emb_dim), cond["label"] (B,) int64 and cond["null"] (B,) bool. A sample uses the
     learned null vector instead of the projection when cond["null"] is True for it, when cond is None, or
@@ -136,20 +136,23 @@ class ConditionProjector(nn.Module):
         emb_dim: dimension of cond["emb"]; 0 = not read.
         num_classes: number of classes of cond["label"]; 0 = not read.
         out_dim: width of the projection.
+        text_dim: dimension of cond["text_emb"] (a caption's pooled CLIP text embedding); 0 = not read.
     """
 
-    def __init__(self, emb_dim: int, num_classes: int, out_dim: int) -> None:
+    def __init__(self, emb_dim: int, num_classes: int, out_dim: int, text_dim: int = 0) -> None:
         super().__init__()
         self.emb_dim = emb_dim
         self.num_classes = num_classes
-        in_dim = emb_dim + num_classes
+        self.text_dim = text_dim
+        in_dim = emb_dim + num_classes + text_dim
         self.proj = nn.Linear(in_dim, out_dim) if in_dim > 0 else None
         self.null = nn.Parameter(torch.zeros(out_dim))
 
     def forward(self, cond: dict[str, Tensor] | None, batch_size: int) -> Tensor:
         """Return the condition vectors (B, out_dim) for a batch of `batch_size` samples."""
         null = self.null[None, :].expand(batch_size, -1)
-        wanted = [key for key, size in (("emb", self.emb_dim), ("label", self.num_classes)) if size > 0]
+        sizes = (("emb", self.emb_dim), ("label", self.num_classes), ("text_emb", self.text_dim))
+        wanted = [key for key, size in sizes if size > 0]
         present = [key for key in wanted if cond is not None and key in cond]
         if self.proj is None or not present:
             return null
@@ -185,6 +188,12 @@ class ConditionProjector(nn.Module):
                     f"got values in [{int(label.min())}, {int(label.max())}]"
                 )
             parts.append(F.one_hot(label, self.num_classes).float())
+        if self.text_dim > 0:
+            text = cond["text_emb"]
+            if text.shape != (batch_size, self.text_dim):
+                raise VcdmError(f"cond['text_emb']: expected shape ({batch_size}, {self.text_dim}), got "
+                                f"{tuple(text.shape)}")  # fmt: skip
+            parts.append(torch.where(drop, 0.0, text.float()))
         projected = self.proj(torch.cat(parts, dim=1))  # (B, out_dim)
         return torch.where(drop, null.to(projected.dtype), projected)
 
@@ -219,12 +228,15 @@ class SelfAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Attend over the N tokens of x (B, N, C)."""
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attend over the N tokens of x (B, N, C); mask (B, N) bool: the keys attended to (None: all)."""
         b, n, c = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn_mask = mask[:, None, None, :] if mask is not None else None  # (B, 1, 1, N), broadcast
         # Vaswani et al. 2017, Eq. 1: softmax(q k^T / sqrt(d)) v, per head.
-        h = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        h = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(h.transpose(1, 2).reshape(b, n, c))
 
 

@@ -3,6 +3,10 @@
 A small pre-norm transformer encoder over four tokens: [condition (class, or a learned null)],
 [noise level], [the noisy embedding], [a learned query]; learned position embeddings; the output is
 read at the query token. It predicts the clean embedding (x0-prediction); the preconditioning wraps it.
+
+Text-conditioned (text_width > 0, DALL-E 2's prior, Ramesh et al. 2022, Sec. 2.2): the caption's token
+encodings (projected to the width) and its pooled text embedding come first, as text_length + 1 more tokens,
+padding masked out of attention; a dropped caption (cond["null"]) is a learned null sequence.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ class PriorConfig:
     num_classes: int = 0  # number of classes of cond["label"]; 0 = unconditional (the null token always)
     dropout: float = 0.0  # dropout on attention probabilities and MLP activations, in [0, 1)
     noise_embedding: str = "fourier"  # "fourier" (EDM NCSN++) or "positional" (sinusoidal, DDPM)
+    # the caption (vcdm.stages.text): tokens of cond["text_tokens"], their width, cond["text_emb"]'s width;
+    # all 0 = no text (set from the run's CLIP when prior.condition is "text")
+    text_length: int = 0
+    text_width: int = 0
+    text_dim: int = 0
 
     def __post_init__(self) -> None:
         owner = "PriorConfig"
@@ -53,6 +62,16 @@ class PriorConfig:
         check_int(owner, "num_classes", self.num_classes, 0)
         check_dropout(owner, self.dropout)
         check_choice(owner, "noise_embedding", self.noise_embedding, NOISE_EMBEDDINGS)
+        text = (self.text_length, self.text_width, self.text_dim)
+        for name, value in zip(("text_length", "text_width", "text_dim"), text):
+            check_int(owner, name, value, 0)
+        if any(text) and not all(text):
+            raise VcdmError(f"{owner}.text_length: text_length, text_width and text_dim must all be 0 (no "
+                            f"text) or all positive, got {text}")  # fmt: skip
+
+    @property
+    def uses_text(self) -> bool:
+        return self.text_width > 0
 
 
 class TransformerBlock(nn.Module):
@@ -68,9 +87,9 @@ class TransformerBlock(nn.Module):
             nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width)
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, N, width) -> (B, N, width)."""
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """x (B, N, width) -> (B, N, width); mask (B, N) bool: the tokens attended to (None: all)."""
+        x = x + self.attn(self.norm1(x), mask)
         return x + self.mlp(self.norm2(x))
 
 
@@ -97,6 +116,32 @@ class PriorTransformer(nn.Module):
         self.out = nn.Linear(width, cfg.emb_dim)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        if cfg.uses_text:  # created last: a prior without text initialises exactly as before
+            self.text_proj = nn.Linear(cfg.text_width, width)
+            self.text_emb_proj = nn.Linear(cfg.text_dim, width)
+            self.text_pos = nn.Parameter(torch.randn(cfg.text_length + 1, width) * 0.02)
+            self.text_null = nn.Parameter(torch.randn(cfg.text_length + 1, width) * 0.02)
+
+    def _text_tokens(self, cond: dict[str, Tensor] | None, batch: int, device) -> tuple[Tensor, Tensor]:
+        """The caption's tokens (B, text_length + 1, width) and their attention mask (B, text_length + 1)."""
+        n = self.cfg.text_length + 1
+        null = self.text_null[None].expand(batch, -1, -1)
+        everything = torch.ones(batch, n, dtype=torch.bool, device=device)
+        if cond is None or "text_tokens" not in cond:
+            return null, everything
+        tokens, mask, emb = cond["text_tokens"], cond["text_mask"], cond["text_emb"]
+        want = (batch, self.cfg.text_length, self.cfg.text_width)
+        if tuple(tokens.shape) != want or tuple(emb.shape) != (batch, self.cfg.text_dim):
+            raise VcdmError(f"cond['text_tokens'] / ['text_emb']: expected {want} / ({batch}, "
+                            f"{self.cfg.text_dim}), got {tuple(tokens.shape)} / {tuple(emb.shape)}")  # fmt: skip
+        drop = cond.get("null", torch.zeros(batch, dtype=torch.bool, device=device)).to(device, torch.bool)
+        # a dropped caption's tokens are never read (zeroed), so placeholders are harmless
+        keep = ~drop[:, None, None]
+        text = torch.cat([self.text_proj(torch.where(keep, tokens.float(), 0.0)),
+                          self.text_emb_proj(torch.where(keep[:, 0], emb.float(), 0.0))[:, None]], 1)  # fmt: skip
+        text = torch.where(keep, text, null)
+        mask = torch.cat([mask.to(device, torch.bool), everything[:, :1]], 1)
+        return text, torch.where(keep[:, :, 0], mask, everything)
 
     def forward(self, y: Tensor, c_noise: Tensor, cond: dict[str, Tensor] | None = None) -> Tensor:
         """Evaluate the network.
@@ -105,7 +150,8 @@ class PriorTransformer(nn.Module):
             y: (B, emb_dim) float, the (preconditioned) noisy embedding.
             c_noise: (B,) float noise level (EDM's ln(sigma) / 4, or a DDPM timestep).
             cond: optional dict with "label" (B,) int64 and "null" (B,) bool (True = learned null condition
-                for that sample); other keys are ignored. None or no "label" = unconditional.
+                for that sample); with text, "text_tokens", "text_mask", "text_emb" (vcdm.stages.text); other
+                keys are ignored. None or no "label" (no "text_tokens") = unconditional.
 
         Returns:
             (B, emb_dim) float32, also under autocast.
@@ -121,6 +167,11 @@ class PriorTransformer(nn.Module):
         ]
         # The residual stream stays float32; under autocast the matmuls inside the blocks run in bf16.
         h = torch.stack([t.float() for t in tokens], dim=1) + self.pos  # (B, 4, width)
+        mask = None
+        if self.cfg.uses_text:
+            text, text_mask = self._text_tokens(cond, batch, y.device)
+            h = torch.cat([text.float() + self.text_pos, h], 1)  # (B, text_length + 5, width)
+            mask = torch.cat([text_mask, torch.ones(batch, NUM_TOKENS, dtype=torch.bool, device=y.device)], 1)
         for block in self.blocks:
-            h = block(h)
+            h = block(h, mask)
         return self.out(self.norm_out(h[:, -1])).float()

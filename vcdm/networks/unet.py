@@ -66,6 +66,7 @@ class UNetConfig:
     num_classes: int = 0  # number of classes of cond["label"]; 0 = no labels
     aug_embedding: bool = False  # read cond["aug_sigma"], the low-res input's augmentation noise level (SR)
     extra_in_nullable: bool = False  # cond["null"] also zeroes cond["lowres"] (Palette's condition dropout)
+    text_dim: int = 0  # dimension of cond["text_emb"] (a caption's CLIP text embedding); 0 = no text
 
     def __post_init__(self) -> None:
         owner = "UNetConfig"
@@ -97,6 +98,7 @@ class UNetConfig:
         check_choice(owner, "noise_embedding", self.noise_embedding, NOISE_EMBEDDINGS)
         check_int(owner, "emb_dim", self.emb_dim, 0)
         check_int(owner, "num_classes", self.num_classes, 0)
+        check_int(owner, "text_dim", self.text_dim, 0)
         for flag in ("aug_embedding", "extra_in_nullable"):
             if not isinstance(getattr(self, flag), bool):
                 raise VcdmError(f"{owner}.{flag}: expected true or false, got {getattr(self, flag)!r}")
@@ -190,8 +192,10 @@ class UNet(nn.Module):
         base, mults = cfg.base_channels, cfg.channel_mults
         emb_ch = 4 * base
         self.noise_embedding = NoiseEmbedding(cfg.noise_embedding, base, emb_ch)
-        conditioned = cfg.emb_dim > 0 or cfg.num_classes > 0
-        self.condition = ConditionProjector(cfg.emb_dim, cfg.num_classes, emb_ch) if conditioned else None
+        conditioned = cfg.emb_dim > 0 or cfg.num_classes > 0 or cfg.text_dim > 0
+        self.condition = (
+            ConditionProjector(cfg.emb_dim, cfg.num_classes, emb_ch, cfg.text_dim) if conditioned else None
+        )
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.extra_in_channels, base, 3, padding=1)
 
         self.down = nn.ModuleList()
@@ -242,7 +246,8 @@ class UNet(nn.Module):
         Args:
             x: (B, in_channels, H, W) float, H and W multiples of 2 ** (levels - 1).
             c_noise: (B,) float noise level (EDM's ln(sigma) / 4, or a DDPM timestep).
-            cond: optional dict with "emb" (B, emb_dim) float, "label" (B,) int64, "null" (B,) bool (True =
+            cond: optional dict with "emb" (B, emb_dim) float, "label" (B,) int64, "text_emb" (B, text_dim)
+                float (a caption's CLIP text embedding; zeros = no caption), "null" (B,) bool (True =
                 use the learned null condition for that sample) and, when extra_in_channels > 0, "lowres"
                 (B, extra_in_channels, H, W), the low-resolution image already upsampled to H x W, and with
                 aug_embedding, "aug_sigma" (B,) float >= 0, the std of the noise added to "lowres". "lowres" is

@@ -50,12 +50,23 @@ class DiffusionTask:
     use_label: bool = False
     cond_drop_prob: float = 0.0
     weighting: str = "edm"
+    # text conditioning (vcdm.stages.text): the caption table, looked up by batch["caption"]; None = no text
+    text: dict[str, Tensor] | None = None
+    text_keys: tuple[str, ...] = ()  # the table's keys the network reads (the prior all, a decoder text_emb)
+    text_drop_prob: float = 0.0  # with y: drop the caption alone (text_emb zeroed) with this probability
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         x0 = batch[self.key]
-        cond = drop_condition(
-            make_cond(batch, self.use_emb, self.use_label), self.cond_drop_prob, len(x0), generator
-        )
+        cond = make_cond(batch, self.use_emb, self.use_label)
+        if self.text is not None:
+            from vcdm.stages.text import lookup
+
+            cond = (cond or {}) | {k: v for k, v in lookup(self.text, batch["caption"]).items()
+                                   if k in self.text_keys}  # fmt: skip
+        cond = drop_condition(cond, self.cond_drop_prob, len(x0), generator)
+        if self.text is not None and self.text_drop_prob > 0:
+            drop = torch.rand(len(x0), generator=generator, device=generator.device) < self.text_drop_prob
+            cond["text_emb"] = torch.where(drop.to(x0.device)[:, None], 0.0, cond["text_emb"])
         return denoising_loss(model, x0, cond, generator, self.diffusion, self.weighting)
 
 
@@ -86,10 +97,20 @@ def build_denoiser(meta: dict[str, Any]) -> nn.Module:
 # ---- the prior ----
 
 
+def _text_fields(cfg: RunConfig, run: RunDir) -> dict[str, int]:
+    """The prior's text_* fields from the run's CLIP (left as configured until it is trained)."""
+    from vcdm.stages.text import clip_text_shape
+
+    shape = clip_text_shape(run)
+    if not cfg.prior.uses_text or shape is None:
+        return {}
+    return {"text_length": shape["length"], "text_width": shape["width"], "text_dim": shape["dim"]}
+
+
 def _resolve_prior(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
     st = cfg.prior
     net = replace(st.net, emb_dim=embedding_dim(cfg, run) or st.net.emb_dim,
-                  num_classes=data.num_classes if st.class_conditional else 0)  # fmt: skip
+                  num_classes=data.num_classes if st.uses_label else 0, **_text_fields(cfg, run))  # fmt: skip
     return replace(cfg, prior=replace(st, net=net))
 
 
@@ -99,14 +120,24 @@ def _prepare_prior(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
     if es.num_images != len(data):
         raise VcdmError(f"{run.embeddings} embeds {es.num_images} images but the dataset has {len(data)}; "
                         "re-run `vcdm embed`")  # fmt: skip
-    if st.class_conditional and data.num_classes == 0:
+    if st.uses_label and data.num_classes == 0:
         raise VcdmError(f"prior.class_conditional needs class labels, but {data.source} has none")
     meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "precond": st.precond}
     tensors = {"emb": es.normalized()}
-    if st.class_conditional:
-        tensors["label"] = data.labels.repeat(len(es.emb) // len(data))
-    task = DiffusionTask("emb", st.diffusion, use_label=st.class_conditional, cond_drop_prob=st.cond_drop_prob,
+    copies = len(es.emb) // len(data)
+    if st.uses_label:
+        tensors["label"] = data.labels.repeat(copies)
+    task = DiffusionTask("emb", st.diffusion, use_label=st.uses_label, cond_drop_prob=st.cond_drop_prob,
                          weighting="uniform" if st.precond == "x0" else "edm")  # fmt: skip
+    if st.uses_text:  # p(y | caption): y and the caption in the CLIP's one space
+        from vcdm.stages.text import TEXT_KEYS, caption_table, check_clip_embeddings
+
+        check_clip_embeddings(cfg, run, "prior.condition 'text'")
+        table, index, keep = caption_table(run, data, "prior.condition 'text'")
+        keep = keep.repeat(copies)
+        tensors = {"emb": tensors["emb"][keep], "caption": index.repeat(copies)[keep]}
+        task = replace(task, text=table, text_keys=TEXT_KEYS)
+        meta["condition"] = "text"
     return Prepared(meta, tensors, task)
 
 
@@ -130,6 +161,12 @@ def _resolve_image(section: str):
         if st.image_size is not None and st.image_size > h:
             raise VcdmError(f"{section}.image_size must be at most the data's size {h}, got {st.image_size}")
         emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
+        text_dim = 0
+        if st.uses_text:  # the run's CLIP's pooled text embedding (as configured until the CLIP is trained)
+            from vcdm.stages.text import clip_text_shape
+
+            shape = clip_text_shape(run)
+            text_dim = shape["dim"] if shape is not None else st.net.text_dim
         size = st.image_size or h
         if st.space == "latent":  # the U-Net works on the autoencoder's latents (vcdm.latent)
             ae = cfg.autoencoder.net
@@ -138,7 +175,7 @@ def _resolve_image(section: str):
                                 f"in latent space, got {size}")  # fmt: skip
             size, c = size // ae.factor, ae.latent_channels
         net = replace(st.net, image_size=size, in_channels=c, emb_dim=emb_dim,
-                      num_classes=data.num_classes if st.uses_label else 0)  # fmt: skip
+                      num_classes=data.num_classes if st.uses_label else 0, text_dim=text_dim)  # fmt: skip
         net.check_sizes(f"{section}.net")
         return replace(cfg, **{section: replace(st, net=net)})
 
@@ -169,6 +206,16 @@ def _prepare_image(section: str):
         meta |= {"space": "latent", "latent": latent} if latent else {}
         task = DiffusionTask("image", st.diffusion, use_emb=st.uses_embedding, use_label=st.uses_label,
                              cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
+        if st.uses_text:  # unCLIP's decoder (with y) or GLIDE (the caption alone)
+            from vcdm.stages.text import caption_table, check_clip_embeddings
+
+            what = f"{section}.condition {st.condition!r}"
+            if st.uses_embedding:
+                check_clip_embeddings(cfg, run, what)
+            table, index, keep = caption_table(run, data, what)
+            tensors = {k: v[keep] for k, v in tensors.items()} | {"caption": index[keep]}
+            task = replace(task, text=table, text_keys=("text_emb",),
+                           text_drop_prob=st.text_drop_prob if st.uses_embedding else 0.0)  # fmt: skip
         return Prepared(meta, tensors, task)
 
     return prepare

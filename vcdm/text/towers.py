@@ -75,11 +75,15 @@ class ScratchTextTower(nn.Module):
         self.blocks = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.width)
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def hidden(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids (B, L) -> (last hidden states (B, L', width), mask (B, L') True at tokens), L' the
+        longest text's length (the token encodings a text-conditioned diffusion model reads)."""
         ids, mask = _trim(ids, self.pad_id)
         h = self.token(ids) + self.position[: ids.shape[1]]  # (B, L, W)
-        h = self.norm(self.blocks(h, src_key_padding_mask=~mask))
-        return masked_mean(h, mask)
+        return self.norm(self.blocks(h, src_key_padding_mask=~mask)), mask
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return masked_mean(*self.hidden(ids))
 
 
 # ---- MiniLM ----
@@ -179,11 +183,15 @@ class MiniLMTextTower(nn.Module):
         self.bert.eval()  # no dropout, in training either
         return self
 
-    def forward(self, ids: Tensor) -> Tensor:
+    def hidden(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Token ids (B, L) -> (the BERT's last hidden states (B, L', 384), mask (B, L') True at tokens)."""
         ids, mask = _trim(ids, self.pad_id)
         with contextlib.nullcontext() if self.train_layers else torch.no_grad():
             h = self.bert(input_ids=ids, attention_mask=mask.long()).last_hidden_state  # (B, L, 384)
-        return masked_mean(h, mask)
+        return h, mask
+
+    def forward(self, ids: Tensor) -> Tensor:
+        return masked_mean(*self.hidden(ids))
 
 
 def build_text_tower(cfg: TextTowerConfig) -> nn.Module:

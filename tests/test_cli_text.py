@@ -1,0 +1,87 @@
+"""One tiny text-to-image run through the CLI on captioned emoji: `vcdm train clip`, `vcdm embed` with the CLIP's
+image tower, the text prior and the embedding+text decoder; then `vcdm sample --prompt` / `--prompts-file`,
+--from-png, and the one-line errors on prompts."""
+
+import pytest
+from PIL import Image
+
+from vcdm import pngmeta
+from vcdm.cli import main
+from vcdm.config import DataConfig
+from vcdm.data import load_dataset
+from vcdm.errors import VcdmError
+
+SETS = [
+    "--set=data.source=emoji", "--set=data.image_size=16", "--set=data.limit=48", "--set=clip.image_size=null",
+    "--set=clip.image.channels=[8,16]", "--set=clip.image.width=32", "--set=clip.text.width=32",
+    "--set=clip.text.depth=1", "--set=clip.text.heads=2", "--set=clip.text.vocab_size=300",
+    "--set=clip.text.context_length=24", "--set=clip.dim=16", "--set=clip.train.total_nimg=64",
+    "--set=clip.train.batch_size=16", "--set=embedder.kind=clip-trained", "--set=prior.condition=text",
+    "--set=decoder.condition=embedding+text", "--set=prior.train.total_nimg=64",
+    "--set=decoder.train.total_nimg=32", "--set=sample.batch_size=8",
+]  # fmt: skip
+
+
+def _emoji_available() -> bool:
+    try:
+        load_dataset(DataConfig(source="emoji", image_size=16, limit=4))
+    except VcdmError:
+        return False
+    return True
+
+
+pytestmark = pytest.mark.skipif(not _emoji_available(), reason="emoji data not fetched (make emoji-data)")
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("text_cli") / "run"
+    assert main(["train", "clip", str(run), "--preset", "tiny", "--no-progress", *SETS]) == 0
+    assert main(["embed", str(run), "--no-progress"]) == 0
+    for stage in ("prior", "decoder"):
+        assert main(["train", stage, str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_sample_prompts_writes_a_row_per_prompt_and_records_each_prompt(run, tmp_path, capsys):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("# seen and unseen\nred heart\n\n  smiling cat face  \n")
+    out = tmp_path / "out"
+    argv = ["sample", str(run), "--prompt", "dog face", "--prompts-file", str(prompts), "--num", "2", "--seed",
+            "3", "--steps", "2", "--prior-steps", "2", "--prior-candidates", "2", "--out", str(out), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["grid.png", "p000-000003.png", "p000-000004.png", "p001-000003.png", "p001-000004.png",
+                     "p002-000003.png", "p002-000004.png", "prompts.txt"]  # fmt: skip
+    assert (out / "prompts.txt").read_text() == "p000\tdog face\np001\tred heart\np002\tsmiling cat face\n"
+    with Image.open(out / "grid.png") as grid:
+        assert grid.size == (2 * 18 + 2, 3 * 18 + 2)  # 2 per row, a row per prompt
+    meta = pngmeta.read(out / "p002-000004.png")
+    assert meta["prompt"] == "smiling cat face" and meta["seed"] == 4 and meta["prior_candidates"] == 2
+    assert "3 prompt(s)" in capsys.readouterr().out
+    # a sample depends only on (prompt, seed): drawn alone, with another first seed, it is the same image
+    again = tmp_path / "again"
+    assert main(["sample", str(run), "--prompt", "smiling cat face", "--num", "1", "--seed", "4", "--steps", "2",
+                 "--prior-steps", "2", "--prior-candidates", "2", "--out", str(again), "--no-progress"]) == 0  # fmt: skip
+    assert (again / "p000-000004.png").read_bytes() == (out / "p002-000004.png").read_bytes()
+    # --from-png redraws it with its prompt
+    redraw = tmp_path / "redraw"
+    assert (
+        main(["sample", "--from-png", str(out / "p002-000004.png"), "--out", str(redraw), "--no-progress"])
+        == 0
+    )
+    assert (redraw / "p000-000004.png").read_bytes() == (out / "p002-000004.png").read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [([], "is conditioned on text: give --prompt"), (["--prompt", " "], "empty prompt"),
+     (["--prompt", "red heart " * 20], "the text tower takes at most 24"),
+     (["--prompts-file", "/nonexistent/p.txt"], "prompts file not found"),
+     (["--prompt", "red heart", "--label", "1"], "--label does not apply")],
+)  # fmt: skip
+def test_bad_prompts_are_one_line_errors(run, tmp_path, capsys, extra, message):
+    argv = ["sample", str(run), "--num", "1", "--steps", "2", "--out", str(tmp_path / "x"), "--no-progress"]
+    assert main(argv + extra) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err

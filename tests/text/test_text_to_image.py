@@ -1,0 +1,220 @@
+"""Text to image (DALL-E 2's unCLIP, and GLIDE): the text-conditioned prior p(y | caption), decoders that see the
+caption's CLIP text embedding, prompts through the Pipeline, the best-of-k prior, and the checks on prompts and
+on the run's embeddings."""
+
+import pytest
+import torch
+from stages.test_clip import _captioned
+
+from vcdm.config import SampleConfig, apply_overrides, preset
+from vcdm.errors import VcdmError
+from vcdm.guidance import classifier_free
+from vcdm.networks import PriorConfig, PriorTransformer, UNet, UNetConfig
+from vcdm.pipeline import Pipeline
+from vcdm.runs import RunDir
+from vcdm.stages import compute_embeddings, load_model, train_stage
+from vcdm.stages.text import TextEncoder, clip_text_shape
+
+TEXT = [
+    "clip.image_size=null", "clip.image.channels=[8,16]", "clip.image.width=32", "clip.text.width=32",
+    "clip.text.depth=1", "clip.text.heads=2", "clip.text.vocab_size=300", "clip.text.context_length=8",
+    "clip.dim=16", "clip.heldout_fraction=0.2", "clip.train.total_nimg=64", "clip.train.batch_size=16",
+    "clip.train.warmup_nimg=16", "embedder.kind=clip-trained", "prior.condition=text",
+    "decoder.condition=embedding+text", "baseline.condition=text", "prior.train.total_nimg=64",
+    "decoder.train.total_nimg=32", "baseline.train.total_nimg=32", "sample.num_steps=3",
+    "sample.prior_num_steps=3", "sample.batch_size=4",
+]  # fmt: skip
+
+
+def text_cfg(*overrides):
+    return apply_overrides(preset("tiny"), [*TEXT, *overrides])
+
+
+@pytest.fixture(scope="module")
+def data():
+    return _captioned()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, data):
+    """clip -> clip-trained embeddings -> text prior, embedding+text decoder, GLIDE baseline."""
+    path = tmp_path_factory.mktemp("text_run")
+    cfg = text_cfg()
+    train_stage("clip", path, cfg, data, progress=False)
+    compute_embeddings(path, cfg, data, progress=False)
+    for stage in ("prior", "decoder", "baseline"):
+        train_stage(stage, path, cfg, data, progress=False)
+    return path
+
+
+def test_the_stages_take_their_text_sizes_from_the_runs_clip(run):
+    shape = clip_text_shape(run)
+    assert shape == {"length": 8, "width": 32, "dim": 16}
+    prior, meta = load_model(RunDir(run).stage("prior"), "prior")
+    assert (meta["net"]["text_length"], meta["net"]["text_width"], meta["net"]["text_dim"]) == (8, 32, 16)
+    _, dec = load_model(RunDir(run).stage("decoder"), "image")
+    _, glide = load_model(RunDir(run).stage("baseline"), "image")
+    assert dec["net"]["text_dim"] == glide["net"]["text_dim"] == 16
+    assert dec["net"]["emb_dim"] == 16 and glide["net"]["emb_dim"] == 0 and glide["condition"] == "text"
+
+
+def test_text_encoder_gives_padded_tokens_mask_and_the_clips_text_embedding(run):
+    enc = TextEncoder.from_run(run)
+    c = enc.encode(["red square", "a blue dot", "red square"])
+    assert c["text_tokens"].shape == (3, 8, 32) and c["text_mask"].dtype == torch.bool
+    torch.testing.assert_close(
+        c["text_emb"], enc.clip.encode_text(["red square", "a blue dot", "red square"])
+    )
+    assert bool((c["text_tokens"][~c["text_mask"]] == 0).all())
+    torch.testing.assert_close(c["text_tokens"][0], c["text_tokens"][2])
+    with pytest.raises(VcdmError, match="empty prompt"):
+        enc.encode(["  "])
+    with pytest.raises(VcdmError, match="at most 8"):
+        enc.encode(["red square " * 10])
+
+
+def _tiny_text_prior(seed=0):
+    torch.manual_seed(seed)
+    cfg = PriorConfig(emb_dim=6, width=16, depth=1, heads=2, text_length=5, text_width=12, text_dim=4)
+    net = PriorTransformer(cfg)
+    torch.nn.init.normal_(net.out.weight, std=0.1)  # zero-initialised: make the output depend on the input
+    return net
+
+
+def _text_cond(b, gen):
+    mask = torch.arange(5)[None] < torch.tensor([2, 5, 3])[:b, None]
+    return {"text_tokens": torch.randn(b, 5, 12, generator=gen) * mask[..., None], "text_mask": mask,
+            "text_emb": torch.randn(b, 4, generator=gen)}  # fmt: skip
+
+
+def test_text_prior_reads_the_caption_masks_padding_and_has_a_learned_null():
+    net = _tiny_text_prior().eval()
+    gen = torch.Generator().manual_seed(1)
+    y, c_noise, cond = torch.randn(3, 6, generator=gen), torch.randn(3, generator=gen), _text_cond(3, gen)
+    out = net(y, c_noise, cond)
+    # padding is never attended to: changing the padded tokens changes nothing
+    noisy = dict(cond, text_tokens=cond["text_tokens"] + 5.0 * (~cond["text_mask"])[..., None])
+    torch.testing.assert_close(net(y, c_noise, noisy), out)
+    # the caption matters, and a dropped caption equals no caption at all (the learned null sequence)
+    other = dict(cond, text_emb=cond["text_emb"].flip(0))
+    assert not torch.allclose(net(y, c_noise, other), out)
+    null = dict(cond, null=torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(net(y, c_noise, null), net(y, c_noise, None))
+    with pytest.raises(VcdmError, match="text_tokens"):
+        net(y, c_noise, dict(cond, text_tokens=cond["text_tokens"][:, :4]))
+
+
+def test_text_prior_with_guidance_weight_one_is_the_conditional_prior_and_guidance_mixes_the_null():
+    net = _tiny_text_prior().eval()
+    d = lambda x, s, c: net(x, s, c)  # noqa: E731
+    gen = torch.Generator().manual_seed(2)
+    y, s, cond = torch.randn(3, 6, generator=gen), torch.rand(3, generator=gen), _text_cond(3, gen)
+    torch.testing.assert_close(classifier_free(d, 1.0)(y, s, cond), d(y, s, cond), rtol=0, atol=0)
+    c, u = d(y, s, cond), d(y, s, None)
+    torch.testing.assert_close(classifier_free(d, 3.0)(y, s, cond), u + 3.0 * (c - u))
+
+
+def test_a_prior_without_text_builds_and_initialises_as_before():
+    torch.manual_seed(0)
+    a = PriorTransformer(PriorConfig(emb_dim=6, width=16, depth=1, heads=2))
+    assert not any(k.startswith("text") for k in a.state_dict())
+    torch.manual_seed(0)
+    b = PriorTransformer(
+        PriorConfig(emb_dim=6, width=16, depth=1, heads=2, text_length=3, text_width=4, text_dim=2)
+    )
+    shared = {k: v for k, v in b.state_dict().items() if not k.startswith("text")}
+    assert shared.keys() == a.state_dict().keys()
+    assert all(torch.equal(v, a.state_dict()[k]) for k, v in shared.items())
+    with pytest.raises(VcdmError, match="text_length"):
+        PriorConfig(text_length=3)
+
+
+def test_unet_reads_the_text_embedding_through_the_condition_vector():
+    torch.manual_seed(0)
+    net = UNet(
+        UNetConfig(image_size=8, in_channels=3, base_channels=8, channel_mults=(1, 2), text_dim=4)
+    ).eval()
+    for p in net.parameters():  # zero-initialised layers: make the output depend on the input
+        torch.nn.init.normal_(p, std=0.1)
+    x, c = torch.randn(2, 3, 8, 8), torch.zeros(2)
+    t = torch.randn(2, 4)
+    a, b = net(x, c, {"text_emb": t}), net(x, c, {"text_emb": t.flip(0)})
+    assert not torch.allclose(a, b)
+    torch.testing.assert_close(net(x, c, {"text_emb": t, "null": torch.ones(2, dtype=torch.bool)}), net(x, c))
+
+
+def test_pipeline_samples_from_prompts_and_a_sample_depends_only_on_prompt_and_seed(run):
+    pipe = Pipeline.from_run(run, "decoder")
+    assert pipe.text_conditional and pipe.text is not None
+    cfg = SampleConfig(num_steps=3, prior_num_steps=3, batch_size=2, prior_guidance=2.0, guidance=1.5)
+    out = pipe([5, 6, 7], cfg, prompts=["red square", "blue dot", "red square"])
+    assert out.images.shape == (3, 3, 16, 16) and out.embeddings.shape == (3, 16)
+    again = pipe([7, 5], replace_batch(cfg, 1), prompts=["red square", "red square"])
+    torch.testing.assert_close(again.images[0], out.images[2], rtol=0, atol=0)
+    torch.testing.assert_close(again.images[1], out.images[0], rtol=0, atol=0)
+    other = pipe([5], cfg, prompts="blue dot")
+    assert not torch.equal(other.embeddings[0], out.embeddings[0])
+    with pytest.raises(VcdmError, match="give prompts"):
+        pipe([0], cfg)
+    with pytest.raises(VcdmError, match="empty prompt"):
+        pipe([0], cfg, prompts=[""])
+    with pytest.raises(VcdmError, match="2 prompts for 1 seeds"):
+        pipe([0], cfg, prompts=["a", "b"])
+
+
+def replace_batch(cfg, b):
+    from dataclasses import replace
+
+    return replace(cfg, batch_size=b)
+
+
+def test_best_of_k_keeps_the_candidate_closest_to_the_caption(run):
+    pipe = Pipeline.from_run(run, None)
+    cfg = SampleConfig(prior_num_steps=3, batch_size=8)
+    one = pipe.sample([3, 4], cfg, until="prior", prompts="green bar")["prior"]
+    k4 = pipe.sample([3, 4], replace_candidates(cfg, 4), until="prior", prompts="green bar")["prior"]
+    text = pipe.text.encode(["green bar"])["text_emb"]
+
+    def cos(y):
+        return torch.nn.functional.cosine_similarity(pipe.stats.denormalize(y), text)
+
+    assert bool((cos(k4) >= cos(one) - 1e-6).all())
+    # a candidate set contains the plain sample, so k = 1 is the plain prior
+    k1 = pipe.sample([3, 4], replace_candidates(cfg, 1), until="prior", prompts="green bar")["prior"]
+    torch.testing.assert_close(k1, one, rtol=0, atol=0)
+
+
+def replace_candidates(cfg, k):
+    from dataclasses import replace
+
+    return replace(cfg, prior_candidates=k)
+
+
+def test_glide_arm_samples_from_prompts_without_a_prior(run):
+    pipe = Pipeline.from_run(run, "baseline")
+    assert "prior" not in pipe.components and pipe.condition == "text"
+    out = pipe([0, 1], SampleConfig(num_steps=3, guidance=2.0), prompts=["red dot", "blue bar"])
+    assert out.images.shape == (2, 3, 16, 16) and out.embeddings is None
+
+
+def test_text_stages_need_the_clip_and_clip_embeddings(tmp_path, data):
+    with pytest.raises(VcdmError, match="vcdm train clip"):
+        train_stage("baseline", tmp_path / "a", text_cfg(), data, progress=False)
+    path = tmp_path / "b"
+    cfg = text_cfg("embedder.kind=learned")
+    train_stage("clip", path, cfg, data, progress=False)
+    train_stage("embedder", path, cfg, data, progress=False)
+    compute_embeddings(path, cfg, data, progress=False)
+    with pytest.raises(VcdmError, match="embedder.kind 'clip-trained'"):
+        train_stage("prior", path, cfg, data, progress=False)
+
+
+def test_prior_condition_is_validated_and_class_conditional_still_maps_to_label():
+    with pytest.raises(VcdmError, match="prior.condition must be one of"):
+        apply_overrides(preset("tiny"), ["prior.condition=caption"])
+    with pytest.raises(VcdmError, match="prior.class_conditional"):
+        apply_overrides(preset("tiny"), ["prior.condition=text", "prior.class_conditional=true"])
+    assert apply_overrides(preset("tiny"), ["prior.class_conditional=true"]).prior.uses_label
+    assert apply_overrides(preset("tiny"), ["prior.condition=label"]).prior.uses_label
+    with pytest.raises(VcdmError, match="sample.prior_candidates"):
+        SampleConfig(prior_candidates=0)
