@@ -18,8 +18,9 @@ fixed mask i (vcdm.data.masks.fixed_masks, seed --mask-seed) and seed i for ever
   guidance 1; known pixels pasted back.
 - repaint <model> <y>: RePaint (vcdm.editing.repaint_sample) with --repaint-sampler on each STEPS:RESAMPLINGS of
   --repaint (jump length --jump); <model> baseline (single-stage) or decoder (two-stage) with y from the prior
-  ("prior", one per seed), embedded from the visible part ("masked": holes at mid-grey), or the embedding of the
-  whole original ("oracle": not available in practice; the best y can do).
+  ("prior", one per seed), embedded from the visible part ("masked": holes at mid-grey; "filled": holes filled by
+  diffusing the known pixels in, the "fill blur" row), or the embedding of the whole original ("oracle": not
+  available in practice; the best y can do).
 
 Scores: PSNR on the hole (10 log10(4 / MSE) over the filled pixels of each image, images in [-1, 1], averaged over
 images); FID of the completed images against the reference set on the evaluation classifier's features
@@ -169,7 +170,13 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
     for spec in args.repaint:
         steps, resamplings = (int(v) for v in spec.split(":"))
         nfe = walk_steps(repaint_walk(steps, args.jump, resamplings))
-        arms = [("baseline", None), ("decoder", "prior"), ("decoder", "masked"), ("decoder", "image")]
+        arms = [
+            ("baseline", None),
+            ("decoder", "prior"),
+            ("decoder", "masked"),
+            ("decoder", "filled"),
+            ("decoder", "image"),
+        ]
         for model, y in arms:
             t0 = time.perf_counter()
             out = torch.cat([repaint_sample(pipes[model], images[i : i + args.batch], masks[i : i + args.batch],

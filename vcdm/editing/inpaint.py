@@ -4,7 +4,8 @@ baseline, the two-stage decoder given y, a Palette model sampled unconditionally
 
 For the two-stage decoder the embedding y of the completed image is unknown; RePaint takes it from the prior
 (cond="prior", one y per seed), from the visible part (cond="masked": the embedding of the image with its holes
-set to mid-grey), or as given (a dict). bench/inpainting.py measures which completes better.
+set to mid-grey; cond="filled": of the image with its holes filled by diffusing the known pixels in, `fill`), or
+as given (a dict). bench/inpainting.py measures which completes better.
 
 Each output depends only on its seed (streams vcdm.seeding.REPAINT / PALETTE). Known pixels are returned
 exactly as given: RePaint replaces them at every step, a Palette output has them pasted back.
@@ -168,8 +169,8 @@ def repaint_sample(
         model: a Pipeline (its decoder: the two-stage decoder or the single-stage baseline) or a denoiser.
         images, masks: as for `palette_sample` (masks required).
         cond: the two-stage decoder's y: "prior" (drawn with each seed), "masked" (the embedding of the visible
-            part: holes set to 0, mid-grey), "image" (of the full image: an oracle for benchmarks), or a dict;
-            see vcdm.editing.guided.resolve_model.
+            part: holes set to 0, mid-grey), "filled" (of the image with its holes blur-filled, `fill`), "image"
+            (of the full image: an oracle for benchmarks), or a dict; see vcdm.editing.guided.resolve_model.
         jump_length, resamplings: RePaint's schedule (vcdm.editing.repaint.repaint_walk).
         diffusion: the grid's config for a bare denoiser.
     Returns:
@@ -179,10 +180,11 @@ def repaint_sample(
     if isinstance(model, Pipeline):
         images = check_images(model, _per_seed(images.float(), len(seeds), "images"))
     images, masks = _inputs(model, images, masks, len(seeds))
-    if cond == "masked":
+    if cond in ("masked", "filled"):
         if not (isinstance(model, Pipeline) and model.uses_embedding):
-            raise VcdmError("cond 'masked' needs a two-stage pipeline (its decoder is conditioned on y)")
-        cond = {"emb": embed(model, images * (1 - masks))}
+            raise VcdmError(f"cond {cond!r} needs a two-stage pipeline (its decoder is conditioned on y)")
+        visible = images * (1 - masks) if cond == "masked" else fill(images, masks, "blur")
+        cond = {"emb": embed(model, visible)}
     denoiser, diffusion, cond = resolve_model(model, cond, seeds, images, diffusion, guidance)
     noise = seeded_randn(seeds, tuple(images.shape[1:]), REPAINT, START, device=images.device)
     x = repaint(_sampler_fn(sampler), denoiser, noise, sampling_sigmas(diffusion, num_steps), cond, known=images,
