@@ -42,8 +42,9 @@ def test_runs_every_method_on_a_tiny_run(inpainting, tmp_path, monkeypatch):
     inpainting.main(["--run", str(run), "--num", "8", "--palette-steps", "2", "--repaint", "4:2", "--jump", "2",
                      "--show", "4", "--report", str(report)])  # fmt: skip
     text = report.read_text()
-    for method in ("fill mean", "fill blur", "palette", "repaint baseline (4 steps, r=2)", "y=prior", "y=masked", "y=filled",
-                   "y=oracle", "floor"):  # fmt: skip
+    methods = ("fill mean", "fill blur", "palette", "repaint baseline (4 steps, r=2)", "y=prior", "y=masked",
+               "y=filled", "y=oracle", "floor")  # fmt: skip
+    for method in methods:
         assert method in text
     assert "| 6 |" in text  # RePaint's NFE: 4 steps + 1 jump point x 1 extra pass x 2 steps
     assert list(report.parent.glob("inpaint_mnist*.png")) and (run / "palette" / "model.json").exists()
