@@ -75,6 +75,20 @@ def test_sample_variations_and_inpaint_in_chromium(url, tmp_path):
         assert all(cards.nth(i).locator("img").evaluate("i => i.naturalWidth") == 28 for i in range(4))
         page.screenshot(path=str(shots / "sample.png"))
 
+        # a PNG the page served fills the form in (the drop zone's path, through its file input)
+        third = tmp_path / "third.png"
+        third.write_bytes(
+            page.request.get(url + cards.nth(2).locator("img").get_attribute("src").lstrip("/")).body()
+        )
+        page.fill("#seed", "77")
+        page.set_input_files("#from-png", str(third))
+        expect(page.locator("#message")).to_contain_text("form filled from third.png")
+        assert (page.input_value("#seed"), page.input_value("#num"), page.input_value("#num_steps")) == (
+            "1",
+            "1",
+            "6",
+        )
+
         cards.nth(0).locator("button[data-op=variations]").click()
         expect(cards).to_have_count(8, timeout=60_000)
         expect(cards.nth(0).locator(".params")).to_contain_text("edit=variations")

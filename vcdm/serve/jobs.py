@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from vcdm.errors import VcdmError
 
 STATES = ("queued", "running", "done", "cancelled", "failed")
+KEEP_FINISHED = (
+    200  # finished jobs a worker remembers (their status and preview); their results stay in Results
+)
 
 
 class Cancelled(Exception):
@@ -134,6 +137,9 @@ class Worker:
                     f"{self.max_queued} jobs already wait for {self.name}; try again when one is done"
                 )
             job = Job(f"{self.name}-{next(self._ids)}", kind, work, max(total_calls, 1), max(preview_rows, 1))
+            finished = [j.id for j in self.jobs.values() if j.finished is not None]
+            for old in finished[: max(len(finished) - KEEP_FINISHED, 0)]:  # forget the oldest finished jobs
+                del self.jobs[old]
             self.jobs[job.id] = job
             self.queue.put(job)
         return job
