@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from vcdm.config import preset
+from vcdm.config import apply_overrides, preset
 from vcdm.data import load_dataset
 from vcdm.errors import VcdmError
 from vcdm.networks.classifier import classifier_input
@@ -38,3 +38,13 @@ def test_train_export_and_load_noisy_classifier(tmp_path):
         )
     with pytest.raises(VcdmError, match="vcdm train noisy-classifier"):
         load_noisy_classifier(tmp_path / "missing")
+
+
+def test_noisy_classifier_trains_at_the_decoders_size(tmp_path):
+    # a cascade's base decoder samples below the data's size: the classifier that guides it must read that size
+    cfg = apply_overrides(preset("tiny"), ["decoder.image_size=16", "eval.classifier_train.total_nimg=64"])
+    train_stage("noisy-classifier", tmp_path, cfg, load_dataset(cfg.data), progress=False)
+    model, _ = load_noisy_classifier(tmp_path)
+    assert model.cfg.image_size == 16
+    with torch.no_grad():
+        assert model(*classifier_input(torch.zeros(2, 1, 16, 16), torch.ones(2))).shape == (2, 10)

@@ -117,13 +117,16 @@ def _prepare_classifier(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepare
 
 
 def _prepare_noisy(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
-    """Noise levels follow the image decoder's training distribution (decoder.diffusion)."""
+    """Noise levels follow the image decoder's training distribution (decoder.diffusion), and so does the image
+    size: the classifier guides the decoder's samples, at decoder.image_size (the data's size when None)."""
+    size = cfg.decoder.image_size or data.images.shape[-1]
     tensors = _labelled(data, "noisy classifier")
+    tensors["image"] = data.images_at(size)
     d = cfg.decoder.diffusion
     if d.parameterization != "edm":
         raise VcdmError(f"decoder.diffusion.parameterization must be 'edm' for the noisy classifier (its "
                         f"log-normal noise levels), got {d.parameterization!r}")  # fmt: skip
-    net = replace(cfg.eval.classifier, noise_conditioned=True)
+    net = replace(cfg.eval.classifier, noise_conditioned=True, image_size=size)
     noise = {"p_mean": d.p_mean, "p_std": d.p_std, "sigma_data": d.sigma_data}
     return Prepared({"net": to_dict(net), "noise": noise}, tensors, ClassifierTask(noise=True, **noise))
 
