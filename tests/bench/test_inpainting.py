@@ -43,7 +43,7 @@ def test_runs_every_method_on_a_tiny_run(inpainting, tmp_path, monkeypatch):
                      "--show", "4", "--report", str(report)])  # fmt: skip
     text = report.read_text()
     methods = ("fill mean", "fill blur", "palette", "repaint baseline (4 steps, r=2)", "y=prior", "y=masked",
-               "y=filled", "y=oracle", "floor")  # fmt: skip
+               "y=filled", "y=oracle", "y=E(single-stage completion)", "floor")  # fmt: skip
     for method in methods:
         assert method in text
     assert "| 6 |" in text  # RePaint's NFE: 4 steps + 1 jump point x 1 extra pass x 2 steps
