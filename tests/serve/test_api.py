@@ -148,6 +148,8 @@ def test_upsample_a_sample_of_the_cascade(client):
         ("/api/runs/mnist/sample", {"guidance": 1e9}, 422, "guidance must be in"),
         ("/api/runs/mnist/sample", {"stage": "palette"}, 422, "stage must be one of"),
         ("/api/runs/mnist/sample", {"label": 1}, 422, "not class-conditional"),
+        ("/api/runs/mnist/sample", {"prompt": "a seven"}, 422, "not conditioned on text"),
+        ("/api/runs/mnist/sample", {"prompt": 7}, 422, "prompt must be a text"),
         ("/api/runs/nope/sample", {}, 404, "no run 'nope'"),
         ("/api/runs/mnist/upload", {"image": "data:image/png;base64,@@@"}, 400, "not valid base64"),
         ("/api/runs/mnist/upload", {"image": base64.b64encode(b"hello").decode()}, 400, "not an image"),

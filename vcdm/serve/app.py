@@ -9,7 +9,7 @@ API (JSON in and out; images as PNG data URLs in, PNG files out):
     GET  /                              the page
     GET  /api/runs                      [run info]            GET /api/runs/{run}: with config and report
     POST /api/runs/{run}/sample         {stage, num, seed, num_steps, sampler, guidance, prior_num_steps,
-                                         prior_sampler, prior_guidance, label} -> {job}
+                                         prior_sampler, prior_guidance, label, prompt} -> {job}
     POST /api/runs/{run}/upload         {image} -> a result (the image conformed to the run's image shape)
     POST /api/results/{id}/variations   {num, seed, num_steps, guidance} -> {job}
     POST /api/results/{id}/invert       {num_steps} -> {job}
@@ -68,6 +68,7 @@ class Limits:
     max_queued: int = 8  # jobs waiting per run
     max_results: int = 2000  # images kept in memory (the oldest go first)
     max_guidance: float = 20.0  # classifier-free weights in [0, max_guidance]
+    max_prompt_chars: int = 500  # a prompt's length
 
 
 class HTTPError(Exception):
@@ -203,12 +204,24 @@ class Server:
             if num_classes == 0:
                 raise HTTPError(422, f"run {run.name} is not class-conditional: give no label")
             label = self.integer(body, "label", 0, 0, num_classes - 1)
+        prompt = body.get("prompt") or None
+        text = run.pipes[stage].text_conditional
+        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > self.limits.max_prompt_chars):
+            raise HTTPError(
+                422, f"prompt must be a text of at most {self.limits.max_prompt_chars} characters"
+            )
+        if prompt is not None and not text:
+            raise HTTPError(
+                422, f"the {stage} stage of run {run.name} is not conditioned on text: give no prompt"
+            )
+        if prompt is None and text:
+            raise HTTPError(422, f"the {stage} stage of run {run.name} is conditioned on text: give a prompt")
         g = self.limits.max_guidance
         return Sampling(stage, self.count(body), self.seed(body), self.steps(body, "num_steps", d.num_steps),
                         self.sampler(body, "sampler", d.sampler), self.number(body, "guidance", d.guidance, 0, g),
                         self.steps(body, "prior_num_steps", d.prior_num_steps),
                         self.sampler(body, "prior_sampler", d.prior_sampler),
-                        self.number(body, "prior_guidance", d.prior_guidance, 0, g), label)  # fmt: skip
+                        self.number(body, "prior_guidance", d.prior_guidance, 0, g), label, prompt)  # fmt: skip
 
     def source(self, rid: str) -> tuple[ServedRun, torch.Tensor, dict[str, Any]]:
         item = self.results.get(rid)

@@ -42,6 +42,7 @@ class Sampling:
     prior_sampler: str
     prior_guidance: float
     label: int | None = None
+    prompt: str | None = None  # for a text-conditioned stage
 
 
 class ServedRun:
@@ -131,7 +132,7 @@ class ServedRun:
             "stages": list(self.pipes),
             "image_shape": list(first.image_shape),
             "num_classes": num_classes,
-            "prompt": False,  # no stage of a vcdm run takes text yet
+            "prompt": any(p.text_conditional for p in self.pipes.values()),
             "upsampler": self.has_upsampler,
             "palette": self.has_palette,
             "editing": editing,
@@ -170,10 +171,10 @@ class ServedRun:
                 f"the {req.stage} stage of run {self.name} is not class-conditional: give no label"
             )
         seeds = list(range(req.seed, req.seed + req.num))
-        res = pipe(seeds, s, labels=req.label)
-        return [
-            (img, self._params(req.stage, seed, s, label=req.label)) for img, seed in zip(res.images, seeds)
-        ]
+        text = {"prompts": req.prompt} if req.prompt is not None else {}
+        res = pipe(seeds, s, labels=req.label, **text)
+        return [(img, self._params(req.stage, seed, s, label=req.label, prompt=req.prompt))
+                for img, seed in zip(res.images, seeds)]  # fmt: skip
 
     def _edit_params(
         self, kind: str, source: dict[str, Any], seed: int | None, **extra: Any
