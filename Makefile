@@ -46,3 +46,12 @@ emoji-data: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# Text to image on 32x32 emoji, the DALL-E 2 way (CLIP, text prior, embedding+text decoder), then a grid of
+# docs/text/prompts.txt (seen and unseen captions); about 45 min on 2 idle cores (estimated, see docs/text).
+demo-emoji-text: emoji-data
+	$(BIN)/vcdm train clip runs/emoji-text --preset emoji-text
+	$(BIN)/vcdm embed runs/emoji-text
+	$(BIN)/vcdm train prior runs/emoji-text
+	$(BIN)/vcdm train decoder runs/emoji-text
+	$(BIN)/vcdm sample runs/emoji-text --prompts-file docs/text/prompts.txt --num 8 --out runs/emoji-text/samples/prompts --force

@@ -85,3 +85,16 @@ def test_bad_prompts_are_one_line_errors(run, tmp_path, capsys, extra, message):
     assert main(argv + extra) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err
+
+
+def test_edit_text_diff_writes_a_row_of_rotations(run, tmp_path, capsys):
+    image = tmp_path / "in.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(image)
+    out = tmp_path / "edit"
+    argv = ["edit", "text-diff", str(run), str(image), "--from", "red heart", "--to", "blue heart",
+            "--strengths", "0", "0.3", "--steps", "2", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["00_in_theta0.00.png", "00_in_theta0.30.png", "grid.png"]
+    assert "text-diff edits" in capsys.readouterr().out
+    assert main(argv[:-1] + [str(tmp_path / "e2"), "--to", ""]) == 2
+    assert "empty prompt" in capsys.readouterr().err

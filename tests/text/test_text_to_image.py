@@ -218,3 +218,35 @@ def test_prior_condition_is_validated_and_class_conditional_still_maps_to_label(
     assert apply_overrides(preset("tiny"), ["prior.condition=label"]).prior.uses_label
     with pytest.raises(VcdmError, match="sample.prior_candidates"):
         SampleConfig(prior_candidates=0)
+
+
+def test_text_diff_keeps_x_T_and_rotates_y_toward_the_caption_change(run, data):
+    from vcdm.editing import embed, load_pipeline, text_diff, text_direction
+
+    pipe = load_pipeline(run)
+    seen = []
+    decoder = pipe.components["decoder"].denoiser
+
+    def recording(x, sigma, cond):
+        seen.append(cond)
+        return decoder(x, sigma, cond)
+
+    pipe.components["decoder"].denoiser = recording
+    images = data.as_float()[:2]
+    edits = text_diff(pipe, images, "red square", "blue square", [0.0, 0.0, 0.6], num_steps=3)
+    assert edits.shape == (2, 3, 3, 16, 16)
+    torch.testing.assert_close(edits[:, 0], edits[:, 1], rtol=0, atol=0)  # deterministic (DDIM, eta 0)
+    # the decoder reads y rotated toward the text diff, and no caption (zeros) beside it
+    y = seen[-1]["emb"].reshape(2, 3, -1)
+    torch.testing.assert_close(y[:, 0], embed(pipe, images))
+    assert bool((seen[-1]["text_emb"] == 0).all())
+    z_d = text_direction(pipe, "red square", "blue square")
+    cos = torch.nn.functional.cosine_similarity(pipe.stats.denormalize(y), z_d, dim=-1)  # (2, 3)
+    assert bool((cos[:, 2] > cos[:, 0] + 0.1).all())
+    with pytest.raises(VcdmError, match=r"in \[0, 1\]"):
+        text_diff(pipe, images, "red square", "blue square", [1.5], num_steps=3)
+    with pytest.raises(VcdmError, match="same text embedding"):
+        text_diff(pipe, images, "red square", "red  square", [0.5], num_steps=3)
+    glide = Pipeline.from_run(run, "baseline")
+    with pytest.raises(VcdmError, match="decoder conditioned on it"):
+        text_diff(glide, images, "red square", "blue square", [0.5], num_steps=3)

@@ -38,6 +38,10 @@ decode a row of frames; the first and last frames reconstruct the inputs.""",
 direction is a difference of mean normalised embeddings: of two classes of the run's dataset (--classes),
 of two image sets (--from-images / --to-images), or of two texts (--texts; CLIP embedders only).
 Strength 1 moves y by the whole difference.""",
+    "text-diff": """Text diffs (DALL-E 2, Sec. 3.3): invert IMAGE to (y, x_T), rotate y toward the difference of
+the CLIP text embeddings of --to and --from (slerp by each --strengths theta in [0, 1]) and decode with the same
+x_T, so theta 0 reconstructs the image. Needs y to be CLIP image embeddings (embedder.kind clip-trained).
+grid.png: one row per image, one column per theta.""",
     "sdedit": """SDEdit (Meng et al. 2022): x = IMAGE + sigma_0 * n, then the sampler runs on the part of the
 grid below sigma_0. Small sigma_0 keeps the image; large sigma_0 keeps only its rough layout, and at the
 grid's top (80 for EDM models) nothing of it. grid.png: one row per seed, one column per sigma_0.""",
@@ -144,6 +148,15 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--texts", nargs=2, metavar=("FROM", "TO"), help="two texts (CLIP embedders only)")
     p.add_argument("--strengths", type=float, nargs="+", default=[-1, -0.5, 0, 0.5, 1, 1.5], metavar="S",
                    help="multiples of the direction (default: -1 -0.5 0 0.5 1 1.5)")  # fmt: skip
+
+    p = add("text-diff", "edit images with words: rotate y toward a caption change, keeping x_T", sub)
+    _common(p)
+    p.add_argument("images", metavar="IMAGE", nargs="+", help="image files to edit")
+    p.add_argument("--from", dest="text_from", required=True, metavar="TEXT", help="what the image shows")
+    p.add_argument("--to", dest="text_to", required=True, metavar="TEXT", help="what it should show")
+    p.add_argument("--strengths", type=float, nargs="+", default=[0, 0.1, 0.2, 0.3, 0.4, 0.5], metavar="THETA",
+                   help="rotations toward the text diff, in [0, 1] (default: 0 0.1 0.2 0.3 0.4 0.5)")  # fmt: skip
+    _fixed_point(p)
 
     p = add("sdedit", "noise an image to sigma_0 and denoise it (SDEdit)", sub)
     _guided(p, "guide")
@@ -397,6 +410,23 @@ def cmd_embed_edit(args: argparse.Namespace) -> None:
     print(f"wrote {len(args.strengths)} edits (|direction| = {float(direction.norm()):.2f}) to {out}")
 
 
+def cmd_text_diff(args: argparse.Namespace) -> None:
+    from vcdm.editing.text_diff import text_diff
+
+    positive("--steps", args.steps)
+    positive("--fixed-point-iters", args.fixed_point_iters, 0)
+    pipe = _pipeline(args)
+    steps, _ = _sample_defaults(args)
+    out = _output_dir(args)
+    images = read_images(args.images, pipe.image_shape)
+    edits = text_diff(pipe, images, args.text_from, args.text_to, args.strengths, num_steps=steps,
+                      guidance=args.guidance, fixed_point_iters=args.fixed_point_iters)  # fmt: skip
+    names = [f"{_stem(p, i)}_theta{s:.2f}" for i, p in enumerate(args.images) for s in args.strengths]
+    _write(args, out, edits.flatten(0, 1).cpu(), names, nrow=len(args.strengths))
+    print(f"wrote {len(args.images)} x {len(args.strengths)} text-diff edits ({args.text_from!r} -> "
+          f"{args.text_to!r}) to {out}")  # fmt: skip
+
+
 def _guided_run(args: argparse.Namespace, settings: list, fn, label: str, **extra: Any) -> None:
     import torch
 
@@ -509,6 +539,7 @@ COMMANDS = {
     "inpaint": cmd_inpaint,
     "uncrop": cmd_uncrop,
     "colorize": cmd_colorize,
+    "text-diff": cmd_text_diff,
 }
 
 

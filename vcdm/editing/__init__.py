@@ -33,6 +33,7 @@ from vcdm.editing.latent import (
     variations,
 )
 from vcdm.editing.repaint import repaint, repaint_walk, walk_steps
+from vcdm.editing.text_diff import text_diff, text_direction
 
 __all__ = [
     "PaletteModel",
@@ -64,5 +65,7 @@ __all__ = [
     "save_latent",
     "sdedit",
     "slerp",
+    "text_diff",
+    "text_direction",
     "variations",
 ]
