@@ -1,18 +1,20 @@
-"""One tiny text-to-image run through the CLI on captioned emoji: `vcdm train clip`, `vcdm embed` with the CLIP's
-image tower, the text prior and the embedding+text decoder; then `vcdm sample --prompt` / `--prompts-file`,
---from-png, and the one-line errors on prompts."""
+"""One tiny text-to-image run through the CLI on a small captioned .npz made here (coloured shapes named by their
+colour and shape; no download): `vcdm train clip`, `vcdm embed` with the CLIP's image tower, the text prior and
+the embedding+text decoder; then `vcdm sample --prompt` / `--prompts-file`, --from-png, and the one-line errors
+on prompts."""
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from vcdm import pngmeta
 from vcdm.cli import main
-from vcdm.config import DataConfig
-from vcdm.data import load_dataset
-from vcdm.errors import VcdmError
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30), "yellow": (230, 210, 20)}
+SHAPES = ("heart", "square", "disc")
 
 SETS = [
-    "--set=data.source=emoji", "--set=data.image_size=16", "--set=data.limit=48", "--set=clip.image_size=null",
+    "--set=data.image_size=16", "--set=data.limit=48", "--set=clip.image_size=null",
     "--set=clip.image.channels=[8,16]", "--set=clip.image.width=32", "--set=clip.text.width=32",
     "--set=clip.text.depth=1", "--set=clip.text.heads=2", "--set=clip.text.vocab_size=300",
     "--set=clip.text.context_length=24", "--set=clip.dim=16", "--set=clip.train.total_nimg=64",
@@ -22,21 +24,28 @@ SETS = [
 ]  # fmt: skip
 
 
-def _emoji_available() -> bool:
-    try:
-        load_dataset(DataConfig(source="emoji", image_size=16, limit=4))
-    except VcdmError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _emoji_available(), reason="emoji data not fetched (make emoji-data)")
+def _shapes(n: int = 48, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Captioned RGB images: a coloured heart-ish blob, square or disc on white, captioned "COLOUR SHAPE"."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    masks = {"heart": (np.abs(xx) + yy * 0.8) < 5, "square": (np.abs(xx) < 5) & (np.abs(yy) < 5),
+             "disc": xx**2 + yy**2 < 25}  # fmt: skip
+    images, captions = np.full((n, size, size, 3), 255, np.uint8), []
+    for i in range(n):
+        colour, shape = list(COLOURS)[i % 4], SHAPES[(i // 4) % 3]
+        images[i][np.roll(masks[shape], rng.integers(-2, 3, 2), axis=(0, 1))] = COLOURS[colour]
+        captions.append(f"{colour} {shape}")
+    return images, np.array(captions)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("text_cli") / "run"
-    assert main(["train", "clip", str(run), "--preset", "tiny", "--no-progress", *SETS]) == 0
+    root = tmp_path_factory.mktemp("text_cli")
+    images, captions = _shapes()
+    np.savez(root / "shapes.npz", images=images, captions=captions)
+    run = root / "run"
+    data = f"--set=data.source={root / 'shapes.npz'}"
+    assert main(["train", "clip", str(run), "--preset", "tiny", "--no-progress", data, *SETS]) == 0
     assert main(["embed", str(run), "--no-progress"]) == 0
     for stage in ("prior", "decoder"):
         assert main(["train", stage, str(run), "--no-progress"]) == 0

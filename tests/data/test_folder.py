@@ -168,3 +168,22 @@ def test_random_bytes_only_ever_raise_vcdm_error(prefix, body):
             assert "foo.png" in str(e)
         else:
             assert data.images.dtype == torch.uint8 and len(data) == 1
+
+
+def test_sidecar_captions(tmp_path):
+    from PIL import Image
+
+    from vcdm.data import load_image_folder
+    from vcdm.errors import VcdmError
+
+    for name in ("a", "b"):
+        Image.new("RGB", (8, 8)).save(tmp_path / f"{name}.png")
+    assert load_image_folder(tmp_path).captions is None  # no sidecars: no captions
+    (tmp_path / "a.txt").write_text("red heart\n", encoding="utf-8")
+    with pytest.raises(VcdmError, match=r"b\.txt: missing; .* 1 of 2 images have one"):
+        load_image_folder(tmp_path)
+    (tmp_path / "b.txt").write_text("  dog face ", encoding="utf-8")
+    assert load_image_folder(tmp_path).captions == ["red heart", "dog face"]
+    (tmp_path / "b.txt").write_text("   ", encoding="utf-8")
+    with pytest.raises(VcdmError, match=r"b\.txt: the caption is empty"):
+        load_image_folder(tmp_path)

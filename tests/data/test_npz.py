@@ -77,3 +77,22 @@ def test_not_an_archive(tmp_path):
     assert ".npy" in _error(tmp_path / "single.npz")
     np.savez(tmp_path / "objects.npz", images=np.array([object(), object()], dtype=object))
     assert "cannot read" in _error(tmp_path / "objects.npz")
+
+
+def test_captions_load_and_are_checked(tmp_path):
+    import numpy as np
+
+    from vcdm.data import load_npz
+    from vcdm.errors import VcdmError
+
+    images = np.zeros((3, 8, 8, 3), np.uint8)
+    np.savez(tmp_path / "c.npz", images=images, captions=np.array(["red heart", " dog face ", "cat"]))
+    data = load_npz(tmp_path / "c.npz", limit=2)
+    assert data.captions == ["red heart", "dog face"] and data.subset(slice(1, 2)).captions == ["dog face"]
+    np.savez(tmp_path / "e.npz", images=images, captions=np.array(["a", "  ", "b"]))
+    with pytest.raises(VcdmError, match=r"e\.npz: caption 1 is empty"):
+        load_npz(tmp_path / "e.npz")
+    np.savez(tmp_path / "n.npz", images=images, captions=np.arange(3))
+    with pytest.raises(VcdmError, match="'captions' has dtype int64"):
+        load_npz(tmp_path / "n.npz")
+    assert load_npz(tmp_path / "c.npz").labels is None

@@ -5,6 +5,8 @@ Layouts:
     root/001.png, root/002.jpg, ...             unlabelled
 Files ending .png, .jpg or .jpeg (any case) count as images, searched recursively within a class folder;
 names starting with "." are skipped. Everything is visited in sorted order, so loading is deterministic.
+Captions (for the text stages): a text file beside an image with the same stem (001.png + 001.txt, UTF-8) is its
+caption; when any image has one, every image must.
 """
 
 from __future__ import annotations
@@ -124,4 +126,27 @@ def load_image_folder(
             images = np.empty((len(files), *pixels.shape), dtype=np.uint8)
         images[i] = pixels
     label_tensor = None if labels is None else torch.tensor(labels[: len(files)], dtype=torch.int64)
-    return ImageData(torch.from_numpy(images), label_tensor, class_names, str(root))
+    return ImageData(
+        torch.from_numpy(images), label_tensor, class_names, str(root), captions=_captions(files)
+    )
+
+
+def _captions(files: list[Path]) -> list[str] | None:
+    """The sidecar captions (IMAGE.txt) of the images, or None when none has one."""
+    sidecars = [f.with_suffix(".txt") for f in files]
+    have = [s.is_file() for s in sidecars]
+    if not any(have):
+        return None
+    if not all(have):
+        raise VcdmError(f"{sidecars[have.index(False)]}: missing; captions are read from a .txt beside each image, "
+                        f"and {sum(have)} of {len(files)} images have one")  # fmt: skip
+    texts = []
+    for s in sidecars:
+        try:
+            text = s.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise VcdmError(f"{s}: cannot read the caption ({e})") from None
+        if not text:
+            raise VcdmError(f"{s}: the caption is empty")
+        texts.append(text)
+    return texts

@@ -1,8 +1,9 @@
 """Datasets stored as a numpy .npz archive (numpy.savez).
 
 Keys: `images`, uint8 (N, H, W) or (N, H, W, C) with C in {1, 3}; optional `labels`, integer (N,) class
-indices >= 0 (the classes are then 0..max(labels), named "0", "1", ...). Loaded with allow_pickle=False,
-so an archive can hold plain arrays only.
+indices >= 0 (the classes are then 0..max(labels), named "0", "1", ...); optional `captions`, a unicode string
+array (N,) (numpy.str_, e.g. np.array(["red heart", ...])), one non-empty text per image, for the text stages.
+Loaded with allow_pickle=False, so an archive can hold plain arrays only.
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ from vcdm.data.images import ImageData, conform_array
 from vcdm.errors import VcdmError
 
 _EXPECTED = (
-    "expected key 'images' uint8 (N, H, W) or (N, H, W, C) with C 1 or 3, optional 'labels' integer (N,)"
+    "expected key 'images' uint8 (N, H, W) or (N, H, W, C) with C 1 or 3, optional 'labels' integer (N,) and "
+    "'captions' unicode strings (N,)"
 )
 MAX_CLASSES = 100_000  # labels are one-hot encoded by the models; larger indices are surely a mistake
 
 
-def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     try:
         stream = open(path, "rb")  # our own handle: np.load leaks the one it opens when the zip is corrupt
     except OSError as e:
@@ -40,9 +42,24 @@ def _read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         try:
             images = archive["images"]
             labels = archive["labels"] if "labels" in archive.files else None
+            captions = archive["captions"] if "captions" in archive.files else None
         except Exception as e:  # a damaged member, or an object array (refused without pickle)
             raise VcdmError(f"{path}: cannot read an array ({type(e).__name__}: {e}); {_EXPECTED}") from e
-    return images, labels
+    return images, labels, captions
+
+
+def _check_captions(path: Path, captions: np.ndarray, n: int) -> list[str]:
+    """Captions as a list of stripped, non-empty strings, one per image."""
+    if captions.dtype.kind != "U" or captions.shape != (n,):
+        raise VcdmError(f"{path}: 'captions' has dtype {captions.dtype} and shape {captions.shape}, expected "
+                        f"unicode strings ({n},) like 'images' (np.array(list_of_str))")  # fmt: skip
+    texts = [str(c).strip() for c in captions]
+    empty = [i for i, t in enumerate(texts) if not t]
+    if empty:
+        raise VcdmError(
+            f"{path}: caption {empty[0]} is empty ({len(empty)} empty in all); give every image a text"
+        )
+    return texts
 
 
 def _check(path: Path, images: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
@@ -89,12 +106,12 @@ def load_npz(
         ImageData with uint8 (N, C, H, W) images and int64 labels (or None without a `labels` key).
     """
     path = Path(path)
-    images, labels = _read_arrays(path)
+    images, labels, captions = _read_arrays(path)
+    texts = None if captions is None else _check_captions(path, captions, len(images))[:limit]
     images = _check(path, images, labels)[:limit]
-    images = np.ascontiguousarray(conform_array(images, image_size, channels))
+    images = torch.from_numpy(np.ascontiguousarray(conform_array(images, image_size, channels)))
     if labels is None:
-        return ImageData(torch.from_numpy(images), None, (), str(path))
+        return ImageData(images, None, (), str(path), captions=texts)
     class_names = tuple(str(i) for i in range(int(labels.max()) + 1))
-    return ImageData(
-        torch.from_numpy(images), torch.from_numpy(labels[:limit].astype(np.int64)), class_names, str(path)
-    )
+    return ImageData(images, torch.from_numpy(labels[:limit].astype(np.int64)), class_names, str(path),
+                     captions=texts)  # fmt: skip
