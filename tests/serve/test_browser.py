@@ -2,7 +2,8 @@
 browser. Loads the page of a tiny run, samples 4 images, opens variations, draws a mask and inpaints.
 
 Skipped, with the reason, when Chromium or Playwright is missing. VCDM_SCREENSHOTS=DIR keeps the screenshots
-(docs/serve/ holds the ones the README shows); by default they go to a temporary folder.
+(docs/serve/ holds the ones the README shows); by default they go to a temporary folder. VCDM_SERVE_RUN=RUN serves
+that trained run instead of the tiny one (docs/serve's screenshots: the MNIST demo run).
 """
 
 import os
@@ -28,8 +29,11 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def url(mnist_run):
+def url(request):
     from vcdm.serve import create_app
+
+    given = os.environ.get("VCDM_SERVE_RUN")
+    mnist_run = Path(given) if given else request.getfixturevalue("mnist_run")
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -49,6 +53,7 @@ def url(mnist_run):
 
 
 def test_sample_variations_and_inpaint_in_chromium(url, tmp_path):
+    given = os.environ.get("VCDM_SERVE_RUN") and (Path(os.environ["VCDM_SERVE_RUN"]) / "palette").is_dir()
     shots = Path(os.environ.get("VCDM_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
@@ -106,7 +111,11 @@ def test_sample_variations_and_inpaint_in_chromium(url, tmp_path):
         page.screenshot(path=str(shots / "mask.png"))
         page.click("#inpaint-btn")
         expect(cards).to_have_count(12, timeout=60_000)
-        expect(cards.nth(0).locator(".params")).to_contain_text("method=repaint")
+        # RePaint on the tiny run (no Palette model); a run with one inpaints with it
+        expect(cards.nth(0).locator(".params")).to_contain_text("edit=inpaint")
+        expect(cards.nth(0).locator(".params")).to_contain_text(
+            "method=palette" if given else "method=repaint"
+        )
         page.screenshot(path=str(shots / "inpaint.png"), full_page=True)
         browser.close()
     assert not errors, errors
