@@ -219,7 +219,7 @@ class Bench:
             rows.append(self.scored(Row(mode, "true low-res", None, time.perf_counter() - t0), out, True))
         emb = None
         if self.embedding_cond:  # the run's embedder on the true low-res images (as `vcdm upsample` does)
-            emb = self.pipe._embed(lr)
+            emb = self.pipe.embed_images(lr)
         for level in self.args.levels:
             out, sec = self.upsample(lr, level, emb)
             rows.append(self.scored(Row("upsampler", "true low-res", level, sec), out, True))

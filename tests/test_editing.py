@@ -284,3 +284,17 @@ def test_ilvr_wrapper_on_a_bare_denoiser(gaussian_denoiser):
     late = ilvr(euler, gaussian_denoiser, noise, sigmas, reference=ref, factor=1, generator=torch.Generator(),
                 sigma_stop=float(sigmas[-2]))  # fmt: skip
     assert not torch.equal(late, ref.expand(3, -1, -1, -1)) and (late - ref).abs().max() < 0.05
+
+
+def test_editing_a_decoder_below_the_embedders_size(tmp_path):
+    # a cascade's base decoder (14x14) under an embedder trained at the data's size (28x28): embed() resizes
+    common = [str(tmp_path), "--preset", "tiny", "--no-progress", "--set", "decoder.image_size=14"]
+    for step in (["train", "embedder"], ["embed"], ["train", "prior"], ["train", "decoder"]):
+        assert main([*step, *common]) == 0
+    pipe = load_pipeline(tmp_path)
+    assert pipe.image_shape == (1, 14, 14)
+    x = load_mnist("valid", limit=2, image_size=14).as_float()
+    y, x_T = invert(pipe, x, num_steps=4)
+    assert x_T.shape == (2, 1, 14, 14)
+    up = torch.nn.functional.interpolate(x, size=(28, 28), mode="bicubic", antialias=True).clamp(-1, 1)
+    torch.testing.assert_close(y, pipe.stats.normalize(pipe.embedder.encode_images(up).float()))

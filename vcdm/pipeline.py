@@ -622,16 +622,23 @@ class Pipeline:
             raise VcdmError(f"got {len(seeds)} seeds for {len(images)} images")
         given = {"decoder": images.float()}
         if "embedding" in top.meta.get("condition", "none"):
-            raw = embeddings if embeddings is not None else self._embed(images)
+            if embeddings is None and self.embedder is None:
+                raise VcdmError("an embedding-conditioned upsampler needs embeddings: pass embeddings=, or load the "
+                                "pipeline with its embedder (Pipeline.from_run(..., embedder=True))")  # fmt: skip
+            raw = embeddings if embeddings is not None else self.embed_images(images)
             given["prior"] = self.stats.normalize(raw.float())
         out = self.sample(seeds, cfg, labels, given=given, start="upsampler", progress=progress)
         return out["upsampler"].clamp(-1, 1)
 
-    def _embed(self, images: Tensor) -> Tensor:
-        """Raw embeddings y of images with the pipeline's embedder, at the embedder's input size."""
+    @torch.no_grad()
+    def embed_images(self, images: Tensor) -> Tensor:
+        """Raw embeddings y (B, D) of images (B, C, H, W) in [-1, 1] with the pipeline's embedder, the images
+        resized (bicubic, antialiased) to the learned embedder's input size when they are not at it (a cascade's
+        base images, or an embedder trained at another size)."""
         if self.embedder is None:
-            raise VcdmError("an embedding-conditioned upsampler needs embeddings: pass embeddings=, or load the "
-                            "pipeline with its embedder (Pipeline.from_run(..., embedder=True))")  # fmt: skip
+            raise VcdmError("this pipeline has no image embedder (precomputed embeddings, or not loaded): load it "
+                            "with Pipeline.from_run(..., embedder=True) (vcdm.editing.load_pipeline does) from a "
+                            "run with a learned or CLIP embedder")  # fmt: skip
         encoder = getattr(self.embedder, "encoder", None)
         x = images.to(self.device, torch.float32)
         if encoder is not None and x.shape[-1] != encoder.cfg.image_size:  # the learned embedder's size

@@ -24,8 +24,6 @@ from vcdm.pipeline import Pipeline, sampling_sigmas
 from vcdm.samplers import ddim, ddim_invert
 from vcdm.seeding import COMPONENT_STREAMS, START, seeded_randn
 
-_EMBED_BATCH = 256  # images per encode_images call
-
 
 def load_pipeline(run_dir: str | Path, device: torch.device | str = "cpu") -> Pipeline:
     """The run's two-stage Pipeline with the run's embedder (inversion needs E(image))."""
@@ -62,16 +60,7 @@ def embed(pipe: Pipeline, images: Tensor) -> Tensor:
     Returns:
         float32 (B, D) on the pipeline's device.
     """
-    embedder = pipe.embedder
-    if embedder is None:
-        raise VcdmError(
-            "this pipeline has no image embedder (precomputed embeddings, or not loaded): load it with "
-            "vcdm.editing.load_pipeline(run_dir) from a run with a learned or CLIP embedder"
-        )
-    images = check_images(pipe, images)
-    raw = torch.cat([embedder.encode_images(images[i : i + _EMBED_BATCH]).float().to(pipe.device)
-                     for i in range(0, len(images), _EMBED_BATCH)])  # fmt: skip
-    return pipe.stats.normalize(raw)
+    return pipe.stats.normalize(pipe.embed_images(check_images(pipe, images)).to(pipe.device))
 
 
 @torch.no_grad()

@@ -122,11 +122,10 @@ class ServedRun:
             (c.meta["net"].get("num_classes", 0) for p in self.pipes.values() for c in p.components.values()),
             default=0,
         )
-        editing = "decoder" in self.pipes and self.pipes["decoder"].condition == "embedding"
-        if editing:  # vcdm.editing embeds images at the decoder's size: the embedder must take that size
-            dec = self.pipes["decoder"]
-            enc = getattr(dec.embedder, "encoder", None)
-            editing = dec.embedder is not None and (enc is None or enc.cfg.image_size == dec.image_shape[-1])
+        # editing with (y, x_T) needs a decoder conditioned on y alone and the run's image embedder (which
+        # vcdm.editing feeds at its own input size, whatever the decoder's)
+        dec = self.pipes.get("decoder")
+        editing = dec is not None and dec.condition == "embedding" and dec.embedder is not None
         out = {
             "name": self.name,
             "stages": list(self.pipes),
