@@ -107,3 +107,15 @@ def test_edit_text_diff_writes_a_row_of_rotations(run, tmp_path, capsys):
     assert "text-diff edits" in capsys.readouterr().out
     assert main(argv[:-1] + [str(tmp_path / "e2"), "--to", ""]) == 2
     assert "empty prompt" in capsys.readouterr().err
+
+
+def test_clip_guidance_toward_a_caption_with_the_trained_clip(run, tmp_path):
+    # the run's embedder is its trained CLIP (embedder.kind=clip-trained): --clip-target-text uses its text tower
+    base = ["sample", str(run), "--prompt", "red disc", "--num", "1", "--steps", "3", "--prior-steps", "2",
+            "--no-progress"]  # fmt: skip
+    assert main([*base, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*base, "--out", str(tmp_path / "guided"), "--clip-scale", "50", "--clip-target-text",
+                 "blue square"]) == 0  # fmt: skip
+    plain = np.asarray(Image.open(tmp_path / "plain" / "p000-000000.png"), np.float32)
+    guided = np.asarray(Image.open(tmp_path / "guided" / "p000-000000.png"), np.float32)
+    assert plain.shape == guided.shape and np.abs(plain - guided).mean() > 0.5
