@@ -1,9 +1,5 @@
 """bench/inpainting.py end to end on a tiny run: every row, known pixels kept, the report and the figure."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,13 +8,8 @@ from vcdm.data import save_images
 
 
 @pytest.fixture(scope="module")
-def inpainting():
-    path = Path(__file__).parents[2] / "bench" / "inpainting.py"
-    spec = importlib.util.spec_from_file_location("inpainting", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def inpainting(load_bench):
+    return load_bench("inpainting")
 
 
 def test_hole_psnr_reads_only_the_hole(inpainting):

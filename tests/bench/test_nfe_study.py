@@ -1,9 +1,5 @@
 """bench/nfe_study.py's helpers: the steps for a target NFE and the NFE it reports match the samplers' calls."""
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,13 +8,8 @@ from vcdm.samplers import SAMPLERS
 
 
 @pytest.fixture(scope="module")
-def nfe_study():
-    path = Path(__file__).parents[2] / "bench" / "nfe_study.py"
-    spec = importlib.util.spec_from_file_location("nfe_study", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def nfe_study(load_bench):
+    return load_bench("nfe_study")
 
 
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))

@@ -1,9 +1,7 @@
 """bench/peer_diffusers.py's helpers: the architecture match, the round order, the timing window, the summary,
 and the one-line error without diffusers (the parts that build a UNet2DModel skip without diffusers)."""
 
-import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,13 +11,8 @@ from vcdm.networks import UNet, UNetConfig
 
 
 @pytest.fixture(scope="module")
-def peer():
-    path = Path(__file__).parents[2] / "bench" / "peer_diffusers.py"
-    spec = importlib.util.spec_from_file_location("peer_diffusers", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+def peer(load_bench):
+    return load_bench("peer_diffusers")
 
 
 def test_unet2d_kwargs_follow_the_vcdm_config(peer):
