@@ -87,6 +87,26 @@ def denoising_loss(
                     weighting=weighting)  # fmt: skip
 
 
+def semantic_tensors(section: str, st: Any, data: ImageData, run: RunDir) -> dict[str, Tensor]:
+    """The training tensors of an image stage's semantic condition: the run's normalised embeddings ("emb") when
+    it uses y, the labels ("label") when it uses them (a VcdmError naming `section`.condition without labels).
+
+    Args:
+        section: the stage's place in the config ("decoder", "upsampler", "palette", ...), for the error.
+        st: its config, with `uses_embedding`, `uses_label` and `condition` (vcdm.config._Conditioned).
+    """
+    tensors: dict[str, Tensor] = {}
+    if st.uses_embedding:
+        tensors["emb"] = load_embeddings(run).normalized()[: len(data)]
+    if st.uses_label:
+        if data.labels is None:
+            raise VcdmError(
+                f"{section}.condition {st.condition!r} needs class labels, but {data.source} has none"
+            )
+        tensors["label"] = data.labels
+    return tensors
+
+
 def build_denoiser(meta: dict[str, Any]) -> nn.Module:
     """The denoiser an image or prior export describes ("net", "diffusion", optional "precond")."""
     net_cls, cfg_cls = (PriorTransformer, PriorConfig) if meta["kind"] == "prior" else (UNet, UNetConfig)
@@ -193,15 +213,7 @@ def _prepare_image(section: str):
             tensors: dict[str, Tensor] = {"image": images}
         else:
             tensors = {"image": data.images_at(st.net.image_size)}  # decoder.image_size
-        if st.uses_embedding:
-            es = load_embeddings(run)
-            tensors["emb"] = es.normalized()[: len(data)]
-        if st.uses_label:
-            if data.labels is None:
-                raise VcdmError(
-                    f"{section}.condition {st.condition!r} needs class labels, but {data.source} has none"
-                )
-            tensors["label"] = data.labels
+        tensors |= semantic_tensors(section, st, data, run)
         meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition}
         meta |= {"space": "latent", "latent": latent} if latent else {}
         task = DiffusionTask("image", st.diffusion, use_emb=st.uses_embedding, use_label=st.uses_label,

@@ -28,8 +28,8 @@ from vcdm.data.masks import MaskConfig, random_masks
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
 from vcdm.runs import RunDir
-from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond
-from vcdm.stages.embedder import embedding_dim, load_embeddings
+from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors
+from vcdm.stages.embedder import embedding_dim
 from vcdm.stages.registry import Prepared, StageKind, register
 
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights
@@ -114,14 +114,7 @@ def _prepare_palette(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
                         f"choose one of ('inpaint', 'uncrop')")  # fmt: skip
     st.net.check_sizes("palette.net")
     tensors: dict[str, Tensor] = {"image": data.images}
-    if st.uses_embedding:
-        tensors["emb"] = load_embeddings(run).normalized()[: len(data)]
-    if st.uses_label:
-        if data.labels is None:
-            raise VcdmError(
-                f"palette.condition {st.condition!r} needs class labels, but {data.source} has none"
-            )
-        tensors["label"] = data.labels
+    tensors |= semantic_tensors("palette", st, data, run)
     meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition,
             "task": st.task, "masks": to_dict(st.masks)}  # fmt: skip
     task = PaletteTask(st.task, st.diffusion, st.masks, use_emb=st.uses_embedding, use_label=st.uses_label,

@@ -37,8 +37,8 @@ from vcdm.data import ImageData
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
 from vcdm.runs import RunDir
-from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond
-from vcdm.stages.embedder import embedding_dim, load_embeddings
+from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors
+from vcdm.stages.embedder import embedding_dim
 from vcdm.stages.registry import Prepared, StageKind, register
 
 UPSAMPLE_MODE = "bicubic"  # how x_lr is brought to the target size, in training and at sampling
@@ -182,14 +182,7 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
     low = check_upsampler(cfg, data)
     # the low-res inputs are the very images a base stage at low_res trains on
     tensors: dict[str, Tensor] = {"image": data.images, "lowres": data.images_at(low)}
-    if st.uses_embedding:
-        tensors["emb"] = load_embeddings(run).normalized()[: len(data)]
-    if st.uses_label:
-        if data.labels is None:
-            raise VcdmError(
-                f"upsampler.condition {st.condition!r} needs class labels, but {data.source} has none"
-            )
-        tensors["label"] = data.labels
+    tensors |= semantic_tensors("upsampler", st, data, run)
     meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition,
             "low_res": low, "upsample": UPSAMPLE_MODE, "augment": to_dict(st.augment)}  # fmt: skip
     task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
