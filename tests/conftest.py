@@ -32,3 +32,33 @@ class GaussianDenoiser:
 @pytest.fixture
 def gaussian_denoiser():
     return GaussianDenoiser(mu=0.3, std=0.5)
+
+
+@pytest.fixture(scope="session")
+def cascade_run(tmp_path_factory):
+    """A tiny cascade trained once through the CLI on fake RGB data (32 coloured discs on dark backgrounds,
+    16x16): embedder, embeddings, prior, a decoder and a baseline at 8x8, the upsampler 8 -> 16."""
+    import numpy as np
+
+    from vcdm.cli import main
+
+    root = tmp_path_factory.mktemp("cascade")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:16, :16]
+    images = np.zeros((32, 16, 16, 3), np.uint8)
+    for img in images:  # a coloured disc on a dark background
+        cx, cy = rng.integers(4, 12, 2)
+        img[:] = rng.integers(0, 40, 3)
+        img[(xx - cx) ** 2 + (yy - cy) ** 2 < rng.integers(9, 30)] = rng.integers(80, 255, 3)
+    np.savez(root / "blobs.npz", images=images)
+    run = root / "blobs"
+    budget = [
+        f"--set={s}.train.total_nimg=64" for s in ("embedder", "prior", "decoder", "baseline", "upsampler")
+    ]
+    first = [str(run), "--preset", "tiny", "--no-progress", f"--set=data.source={root / 'blobs.npz'}",
+             "--set=decoder.image_size=8", *budget]  # fmt: skip
+    assert main(["train", "embedder", *first]) == 0
+    assert main(["embed", str(run), "--no-progress"]) == 0
+    for stage in ("prior", "decoder", "baseline", "upsampler"):
+        assert main(["train", stage, str(run), "--no-progress"]) == 0
+    return run

@@ -11,31 +11,10 @@ from vcdm.cli import main
 from vcdm.errors import VcdmError
 from vcdm.pipeline import Pipeline
 
-BUDGET = [
-    f"--set={stage}.train.total_nimg=64"
-    for stage in ("embedder", "prior", "decoder", "baseline", "upsampler")
-]
-
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cascade")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:16, :16]
-    images = np.zeros((32, 16, 16, 3), np.uint8)
-    for img in images:  # a coloured disc on a dark background
-        cx, cy = rng.integers(4, 12, 2)
-        img[:] = rng.integers(0, 40, 3)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < rng.integers(9, 30)] = rng.integers(80, 255, 3)
-    np.savez(root / "blobs.npz", images=images)
-    run = root / "run"
-    first = [str(run), "--preset", "tiny", "--no-progress", f"--set=data.source={root / 'blobs.npz'}",
-             "--set=decoder.image_size=8", *BUDGET]  # fmt: skip
-    assert main(["train", "embedder", *first]) == 0
-    assert main(["embed", str(run), "--no-progress"]) == 0
-    for stage in ("prior", "decoder", "baseline", "upsampler"):
-        assert main(["train", stage, str(run), "--no-progress"]) == 0
-    return run
+def run(cascade_run):
+    return cascade_run  # tests/conftest.py
 
 
 def test_the_stages_train_at_their_own_sizes(run):
