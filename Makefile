@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo-emoji demo test test-slow lint format figures emoji-data clean
+.PHONY: demo-emoji demo-emoji-text demo test test-slow lint format figures emoji-data clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,8 +50,4 @@ clean:
 # Text to image on 32x32 emoji, the DALL-E 2 way (CLIP, text prior, embedding+text decoder), then a grid of
 # docs/text/prompts.txt (seen and unseen captions); about 45 min on 2 idle cores (estimated, see docs/text).
 demo-emoji-text: emoji-data
-	$(BIN)/vcdm train clip runs/emoji-text --preset emoji-text
-	$(BIN)/vcdm embed runs/emoji-text
-	$(BIN)/vcdm train prior runs/emoji-text
-	$(BIN)/vcdm train decoder runs/emoji-text
-	$(BIN)/vcdm sample runs/emoji-text --prompts-file docs/text/prompts.txt --num 8 --out runs/emoji-text/samples/prompts --force
+	$(BIN)/vcdm demo --preset emoji-text --out runs/emoji-text

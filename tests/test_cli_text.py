@@ -119,3 +119,20 @@ def test_clip_guidance_toward_a_caption_with_the_trained_clip(run, tmp_path):
     plain = np.asarray(Image.open(tmp_path / "plain" / "p000-000000.png"), np.float32)
     guided = np.asarray(Image.open(tmp_path / "guided" / "p000-000000.png"), np.float32)
     assert plain.shape == guided.shape and np.abs(plain - guided).mean() > 0.5
+
+
+def test_text_demo_draws_a_row_per_prompt(tmp_path):
+    images, captions = _shapes()
+    np.savez(tmp_path / "shapes.npz", images=images, captions=captions)
+    out = tmp_path / "demo"
+    argv = ["demo", "--preset", "tiny", "--out", str(out), "--no-progress", f"--set=data.source={tmp_path / 'shapes.npz'}",
+            *SETS, '--set=demo.stages=["clip", "prior", "decoder"]', '--set=demo.prompts=["red disc", "blue square"]',
+            "--set=sample.num_steps=2", "--set=sample.prior_num_steps=2"]  # fmt: skip
+    assert main(argv) == 0
+    with Image.open(out / "two_stage.png") as grid:
+        assert grid.size == (8 * 18 + 2, 2 * 18 + 2)  # a row of 8 seeds per prompt
+    report = (out / "report.md").read_text()
+    assert "| clip | CLIP on (image, caption) pairs |" in report
+    bad = [a for a in argv if not a.startswith("--set=demo.prompts")] + ["--set=demo.prompts=[]"]
+    bad[bad.index(str(out))] = str(tmp_path / "demo2")
+    assert main(bad) == 2  # a text-conditioned run needs prompts

@@ -327,7 +327,7 @@ class EvalConfig:
         _check(self.k >= 1, "eval.k", "an integer >= 1", self.k)
 
 
-DEMO_STAGES = ("embedder", "prior", "decoder", "baseline", "upsampler")
+DEMO_STAGES = ("clip", "embedder", "prior", "decoder", "baseline", "upsampler")
 
 
 @dataclass(frozen=True)
@@ -335,11 +335,15 @@ class DemoConfig:
     """What `vcdm demo` trains and samples (in this order)."""
 
     stages: tuple[str, ...] = ("embedder", "prior", "decoder", "baseline")
+    # text-conditioned runs: the captions the grids show, a row of 8 seeds each (seen and unseen captions)
+    prompts: tuple[str, ...] = ()
 
     def __post_init__(self):
         bad = [s for s in self.stages if s not in DEMO_STAGES]
         _check(not bad and "decoder" in self.stages, "demo.stages",
                f"stages among {DEMO_STAGES}, including 'decoder'", self.stages)  # fmt: skip
+        _check(all(isinstance(t, str) and t.strip() for t in self.prompts), "demo.prompts",
+               "a list of non-empty captions", self.prompts)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -593,7 +597,24 @@ def _emoji_text() -> RunConfig:
         decoder=DecoderStage(net=unet, train=dec_train, condition="embedding+text"),
         baseline=DecoderStage(net=unet, train=dec_train, condition="text"),  # GLIDE: no prior
         sample=replace(emoji.sample, prior_candidates=2, guidance=3.0, prior_guidance=1.0),
-        demo=DemoConfig(stages=("prior", "decoder")),
+        # the grid's captions: six seen in training, then six of the emoji test split's names, never trained on
+        demo=DemoConfig(
+            stages=("clip", "prior", "decoder"),
+            prompts=(
+                "beating heart",
+                "pensive face",
+                "police officer",
+                "slot machine",
+                "panama flag",
+                "hourglass with flowing sand",
+                "two hearts",
+                "face holding back tears",
+                "penguin",
+                "train",
+                "taiwan flag",
+                "pilot",
+            ),
+        ),  # fmt: skip
     )
 
 

@@ -1,4 +1,7 @@
-"""`vcdm demo`: train every stage on the embedded MNIST, sample both models, write a report."""
+"""`vcdm demo`: train every stage on the embedded MNIST (or a preset's data), sample both models, write a report.
+
+A text-conditioned run (the emoji-text preset: a CLIP, a text prior, a text decoder) samples a row of 8 seeds for
+each caption of `demo.prompts` instead of one seed per image."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import torch
 from vcdm.config import RunConfig, preset
 from vcdm.data import load_dataset, load_mnist, save_grid
 from vcdm.embedders import knn_accuracy
+from vcdm.errors import VcdmError
 from vcdm.fileio import atomic_write_text
 from vcdm.pipeline import Pipeline
 from vcdm.runs import RunDir, guard, num_params
@@ -19,7 +23,7 @@ from vcdm.training import distributed as dist
 # what each stage is, and the grid file of each sampled arm
 STAGE_TITLES = {"embedder": "contrastive image encoder", "prior": "transformer prior over y",
                 "decoder": "U-Net p(x | y)", "baseline": "U-Net p(x), single-stage",
-                "upsampler": "SR3 upsampler p(x | x_lr)"}  # fmt: skip
+                "upsampler": "SR3 upsampler p(x | x_lr)", "clip": "CLIP on (image, caption) pairs"}  # fmt: skip
 ARMS = {"decoder": ("two-stage", "two_stage.png"), "baseline": ("single-stage", "single_stage.png")}
 
 
@@ -63,8 +67,15 @@ def run_demo(
     for name in (arm for arm in ARMS if arm in cfg.demo.stages):
         file = ARMS[name][1]
         pipe = Pipeline.from_run(out, name)  # a cascade when the run has an upsampler
+        prompts = None
+        if pipe.text_conditional:  # a row of 8 seeds per caption
+            if not cfg.demo.prompts:
+                raise VcdmError("this run is conditioned on text: set demo.prompts (the captions to draw)")
+            prompts = [t for t in cfg.demo.prompts for _ in range(8)]
+            seeds = [seed + i % 8 for i in range(len(prompts))]
+            n_eval = num_samples = len(seeds)
         t0 = time.perf_counter()
-        res = pipe(seeds, cfg.sample, progress=progress)
+        res = pipe(seeds, cfg.sample, progress=progress, prompts=prompts)
         samples[name] = res.images
         sampling[name] = time.perf_counter() - t0
         save_grid(samples[name][:num_samples], out / file, nrow=8)

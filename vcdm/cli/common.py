@@ -28,7 +28,8 @@ def add_verb(sub: Any, name: str, help: str, description: str, *, epilog: str | 
 def add_config_args(p: argparse.ArgumentParser) -> None:
     """--preset, --config, --set and --no-progress."""
     p.add_argument("--preset", default="mnist", help="named config to start a new run from: mnist (the demo "
-                   "default) or tiny (seconds-long smoke runs). Default: mnist")  # fmt: skip
+                   "default), tiny (seconds-long smoke runs), emoji (the RGB cascade), emoji-text (text to image). "
+                   "Default: mnist")  # fmt: skip
     p.add_argument(
         "--config", metavar="FILE", help="a JSON config file (a partial one is completed with defaults)"
     )
