@@ -71,3 +71,31 @@ def test_colorize_needs_a_colorize_model(run_dir, files, tmp_path, capsys):
     _, image = files
     assert main(["edit", "colorize", str(run_dir), image, "--out", str(tmp_path / "c")]) == 2
     assert "trained for 'inpaint', not 'colorize'" in capsys.readouterr().err
+
+
+def test_palette_conditioned_on_y_and_label(files, tmp_path, capsys):
+    # a Palette model that also reads y and the class: y embeds the blur-filled input, the class is --label
+    run = tmp_path / "run"
+    common = [str(run), "--preset", "tiny", "--no-progress"]
+    assert main(["train", "embedder", *common]) == 0
+    assert main(["embed", *common]) == 0
+    assert main(["train", "prior", *common]) == 0  # load_pipeline loads the two-stage pipeline's prior
+    assert main(["train", "decoder", *common]) == 0
+    assert main(["train", "palette", *common, "--set", "palette.condition=embedding+label"]) == 0
+    folder, image = files
+    argv = [
+        "edit",
+        "inpaint",
+        str(run),
+        image,
+        "--mask",
+        str(folder / "mask.png"),
+        "--num",
+        "1",
+        "--steps",
+        "2",
+    ]
+    assert main([*argv, "--out", str(tmp_path / "a")]) == 2
+    assert "give --label" in capsys.readouterr().err
+    assert main([*argv, "--label", "3", "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "seed000000.png").exists()

@@ -195,6 +195,9 @@ def _filling(p: argparse.ArgumentParser, masks: bool) -> None:
     from vcdm.samplers import SAMPLERS
 
     p.add_argument("--sampler", choices=tuple(SAMPLERS), help="sampler (default: the run's sample.sampler)")
+    p.add_argument(
+        "--label", type=int, help="class of a Palette model conditioned on labels (palette.condition)"
+    )
     if not masks:
         return
     p.add_argument("--method", choices=("palette", "repaint"), help="palette: the run's Palette model; repaint: "
@@ -491,6 +494,8 @@ def _fill_run(args: argparse.Namespace, masks_for) -> None:
     seeds = list(range(args.seed, args.seed + args.num))
     steps, sampler = _sample_defaults(args)
     options: dict[str, Any] = {"sampler": sampler, "num_steps": steps, "guidance": args.guidance}
+    if method == "palette" and model.condition != "none":
+        options["cond"] = _palette_cond(args, model, image, masks, len(seeds))
     if masks is None:
         filled, shown = colorize(model, image, seeds, **options), _gray(image)
     else:
@@ -503,6 +508,24 @@ def _fill_run(args: argparse.Namespace, masks_for) -> None:
     names = ["input"] + [f"seed{s:06d}" for s in seeds]
     _write(args, out, torch.cat([shown, filled]).cpu(), names, nrow=len(names))
     print(f"wrote {len(seeds)} outputs ({method}) to {out}")
+
+
+def _palette_cond(args: argparse.Namespace, palette, image, masks, n: int) -> dict:
+    """y and / or the label of a Palette model conditioned on them: y embeds the input (its holes blur-filled, or
+    its grayscale for colourisation) with the run's embedder; the label is --label."""
+    import torch
+
+    from vcdm.editing import embed, fill, load_pipeline
+
+    cond = {}
+    if "embedding" in palette.condition:
+        visible = fill(image, masks, "blur") if masks is not None else _gray(image)
+        cond["emb"] = embed(load_pipeline(args.run), visible).expand(n, -1)
+    if "label" in palette.condition:
+        if args.label is None:
+            raise VcdmError(f"this Palette model is conditioned on {palette.condition!r}: give --label")
+        cond["label"] = torch.full((n,), args.label, dtype=torch.long, device=image.device)
+    return cond
 
 
 def _gray(images):
