@@ -175,9 +175,9 @@ def make_figures(
         ("inpaint_repaint", f"RePaint with the single-stage model: input {c} with the hole of inputs/mask.png "
          "(first), then 6 seeds; DDPM, 50 steps, 2 passes over every 5 steps.",
          ["inpaint", r, inputs[c], "--mask", mask, *REPAINT, "--stage", "baseline", "--num", "6"]),
-        ("inpaint_two_stage", f"RePaint with the two-stage model, y embedded from the visible part of input {c}: "
+        ("inpaint_two_stage", f"RePaint with the two-stage model, y embedded from input {c} with its hole blur-filled: "
          "the same hole and seeds.",
-         ["inpaint", r, inputs[c], "--mask", mask, *REPAINT, "--stage", "decoder", "--cond", "masked", "--num", "6"]),
+         ["inpaint", r, inputs[c], "--mask", mask, *REPAINT, "--stage", "decoder", "--cond", "filled", "--num", "6"]),
         ("uncrop", f"Uncropping: the right 40% of input {b} filled by RePaint with the single-stage model.",
          ["uncrop", r, inputs[b], "--side", "right", "--width", "0.4", *REPAINT, "--stage", "baseline", "--num", "6"]),
     ]  # fmt: skip

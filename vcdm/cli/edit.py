@@ -204,9 +204,10 @@ def _filling(p: argparse.ArgumentParser, masks: bool) -> None:
                    "RePaint with --stage (default: palette when the run has one, else repaint)")  # fmt: skip
     p.add_argument("--stage", choices=("decoder", "baseline"), default="baseline", help="RePaint's model: "
                    "baseline = the single-stage model (default); decoder = the two-stage one")  # fmt: skip
-    p.add_argument("--cond", choices=("prior", "masked", "filled"), default="masked", help="the two-stage "
-                   "decoder's y: masked = the embedding of the visible part, holes grey (default); filled = of the "
-                   "image with its holes blur-filled; prior = drawn with each seed")  # fmt: skip
+    p.add_argument("--cond", choices=("prior", "masked", "filled"), default="filled", help="the two-stage "
+                   "decoder's y: filled = the embedding of the image with its holes blur-filled (default: the best "
+                   "in bench/inpainting.py); masked = of the visible part, holes grey; prior = drawn with each "
+                   "seed")  # fmt: skip
     p.add_argument("--resamplings", type=int, default=1, metavar="R", help="RePaint: times each stretch of "
                    "--jump-length steps is run (1 = no resampling, the default; cost grows about R-fold)")  # fmt: skip
     p.add_argument("--jump-length", type=int, default=3, metavar="J", help="RePaint: steps between jumps "
