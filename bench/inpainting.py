@@ -9,7 +9,8 @@ RUN is a trained two-stage run (embedder, prior, decoder, baseline: `vcdm demo`)
 for --task, one is trained first into RUN/palette with the decoder's U-Net and training budget (palette.net =
 decoder.net, palette.train = decoder.train: the same network and images seen as the two diffusion arms).
 
-Images: the first --num held-out images (MNIST: eval.heldout_split; emoji: its "test" split; other data: the quality
+Images: --num held-out images (MNIST: the first of eval.heldout_split; emoji: evenly spaced over its "test" split,
+which is ordered by category; other data: the quality
 benchmark's fixed split, vcdm.quality.benchmark.load_splits, which a run trained on all of it has seen), image i with
 fixed mask i (vcdm.data.masks.fixed_masks, seed --mask-seed) and seed i for every method. Rows:
 
@@ -101,7 +102,10 @@ def heldout_images(run: RunDir, num: int) -> tuple[ImageData, ImageData, ImageDa
     cfg = run.load_config()
     if cfg.data.source.startswith("emoji"):  # the vendors' test split; the training split is the reference
         train = load_dataset(cfg.data)
-        return train, train, load_dataset(replace(cfg.data, split="test")).subset(slice(0, num))
+        test = load_dataset(replace(cfg.data, split="test"))
+        # evenly spaced over the split (it is ordered by category: its first images are all flags)
+        index = torch.linspace(0, len(test) - 1, min(num, len(test))).round().long()
+        return train, train, test.subset(index)
     s = load_splits(cfg, 1, num)  # MNIST's splits; other data: a fixed split (the run may have trained on it)
     return s.train, s.reference, s.heldout
 
