@@ -178,7 +178,7 @@ def repaint_sample(
     """
     seeds = [int(s) for s in seeds]
     if isinstance(model, Pipeline):
-        images = check_images(model, _per_seed(images.float(), len(seeds), "images"))
+        images = check_images(model, images)  # float, the pipeline's shape, on its device
     images, masks = _inputs(model, images, masks, len(seeds))
     if cond in ("masked", "filled"):
         if not (isinstance(model, Pipeline) and model.uses_embedding):

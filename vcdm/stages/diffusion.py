@@ -87,6 +87,16 @@ def denoising_loss(
                     weighting=weighting)  # fmt: skip
 
 
+def square_size(data: ImageData) -> int:
+    """The side of the data's images; a VcdmError when they are not square (the U-Net needs square images)."""
+    _, _, h, w = data.images.shape
+    if h != w:
+        raise VcdmError(
+            f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
+        )
+    return h
+
+
 def semantic_tensors(section: str, st: Any, data: ImageData, run: RunDir) -> dict[str, Tensor]:
     """The training tensors of an image stage's semantic condition: the run's normalised embeddings ("emb") when
     it uses y, the labels ("label") when it uses them (a VcdmError naming `section`.condition without labels).
@@ -173,11 +183,7 @@ register(StageKind(
 def _resolve_image(section: str):
     def resolve(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
         st: DecoderStage = getattr(cfg, section)
-        _, c, h, w = data.images.shape
-        if h != w:
-            raise VcdmError(
-                f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
-            )
+        c, h = data.images.shape[1], square_size(data)
         if st.image_size is not None and st.image_size > h:
             raise VcdmError(f"{section}.image_size must be at most the data's size {h}, got {st.image_size}")
         emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0

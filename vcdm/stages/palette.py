@@ -28,7 +28,7 @@ from vcdm.data.masks import MaskConfig, random_masks
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
 from vcdm.runs import RunDir
-from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors
+from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors, square_size
 from vcdm.stages.embedder import embedding_dim
 from vcdm.stages.registry import Prepared, StageKind, register
 
@@ -104,11 +104,8 @@ def _resolve_palette(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
 
 def _prepare_palette(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
     st = cfg.palette
-    _, c, h, w = data.images.shape
-    if h != w:
-        raise VcdmError(
-            f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
-        )
+    c = data.images.shape[1]
+    square_size(data)
     if st.task == "colorize" and c != 3:
         raise VcdmError(f"palette.task 'colorize' needs RGB data, but {data.source} has {c} channel(s); "
                         f"choose one of ('inpaint', 'uncrop')")  # fmt: skip

@@ -37,7 +37,7 @@ from vcdm.data import ImageData
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
 from vcdm.runs import RunDir
-from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors
+from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors, square_size
 from vcdm.stages.embedder import embedding_dim
 from vcdm.stages.registry import Prepared, StageKind, register
 
@@ -163,11 +163,7 @@ def _resolve_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfi
 def check_upsampler(cfg: RunConfig, data: ImageData) -> int:
     """The upsampler's input size (`low_res_for`), after one-line VcdmErrors, naming the field, for an upsampler
     config that does not fit the data."""
-    _, _, h, w = data.images.shape
-    if h != w:
-        raise VcdmError(
-            f"{data.source}: images are {h}x{w}; the U-Net needs square images (set data.image_size)"
-        )
+    h = square_size(data)
     low = low_res_for(cfg, h)
     if low >= h:
         raise VcdmError(f"upsampler.low_res must be below the data's size {h} (data.image_size), got {low}")
