@@ -7,7 +7,7 @@ sampler on the tail of the grid, ILVR passes the samplers a per-step `correct` h
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -15,30 +15,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vcdm.config import DiffusionConfig, SampleConfig
+from vcdm.editing.common import per_seed, sampler_fn
 from vcdm.editing.latent import check_images, embed
 from vcdm.errors import VcdmError
 from vcdm.guidance import classifier_free
 from vcdm.pipeline import Pipeline, sampling_sigmas
-from vcdm.samplers import SAMPLERS, randn_like
-from vcdm.samplers.common import Denoiser, Generator
+from vcdm.samplers import randn_like
+from vcdm.samplers.common import Denoiser, Generator, Sampler
 from vcdm.seeding import FRESH, ILVR, SDEDIT, START, generators, seeded_randn
-
-Sampler = Callable[..., Tensor]
-
-
-def _sampler_fn(sampler: str | Sampler) -> Sampler:
-    if callable(sampler):
-        return sampler
-    if sampler not in SAMPLERS:
-        raise VcdmError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
-    return SAMPLERS[sampler]
-
-
-def _per_seed(images: Tensor, n: int, name: str) -> Tensor:
-    """One image for every seed: (1, ...) is repeated, (n, ...) is kept."""
-    if len(images) not in (1, n):
-        raise VcdmError(f"{name}: got {len(images)} images for {n} seeds (expected 1 or {n})")
-    return images.expand(n, *images.shape[1:])
 
 
 def resolve_model(
@@ -73,7 +57,7 @@ def resolve_model(
             if cond == "prior":
                 cond = {"emb": model.sample_embeddings(seeds, None, SampleConfig())}
             elif cond == "image":
-                cond = {"emb": _per_seed(embed(model, image), n, "image")}
+                cond = {"emb": per_seed(embed(model, image), n, "image")}
             else:
                 raise VcdmError(f"cond must be 'prior', 'image' or a dict, got {cond!r}")
         elif isinstance(cond, str):
@@ -119,12 +103,12 @@ def sdedit(
     seeds = [int(s) for s in seeds]
     if isinstance(model, Pipeline):
         guide = check_images(model, guide, "guide")
-    guide = _per_seed(guide.float(), len(seeds), "guide")
+    guide = per_seed(guide.float(), len(seeds), "guide")
     if not sigma_0 >= 0:
         raise VcdmError(f"sigma_0 must be >= 0, got {sigma_0}")
     if sigma_0 == 0:
         return guide.clone()
-    fn = _sampler_fn(sampler)
+    fn = sampler_fn(sampler)
     denoiser, diffusion, cond = resolve_model(model, cond, seeds, guide, diffusion, guidance)
     grid = sampling_sigmas(diffusion, num_steps)
     sigmas = torch.cat([torch.tensor([float(sigma_0)]), grid[grid < sigma_0]])
@@ -221,8 +205,8 @@ def ilvr_sample(
     seeds = [int(s) for s in seeds]
     if isinstance(model, Pipeline):
         reference = check_images(model, reference, "reference")
-    reference = _per_seed(reference.float(), len(seeds), "reference")
-    fn = _sampler_fn(sampler)
+    reference = per_seed(reference.float(), len(seeds), "reference")
+    fn = sampler_fn(sampler)
     denoiser, diffusion, cond = resolve_model(model, cond, seeds, reference, diffusion, guidance)
     sigmas = sampling_sigmas(diffusion, num_steps)
     noise = seeded_randn(seeds, tuple(reference.shape[1:]), ILVR, START, device=reference.device)

@@ -24,7 +24,8 @@ from torch import Tensor, nn
 
 from vcdm.config import DiffusionConfig, from_dict
 from vcdm.data.masks import uncrop_mask
-from vcdm.editing.guided import _per_seed, _sampler_fn, resolve_model
+from vcdm.editing.common import per_seed, sampler_fn
+from vcdm.editing.guided import resolve_model
 from vcdm.editing.latent import check_images, embed
 from vcdm.editing.repaint import repaint
 from vcdm.errors import VcdmError
@@ -91,13 +92,13 @@ def _inputs(
     if images.ndim != 4 or (shape is not None and tuple(images.shape[1:]) != shape):
         want = f"(B, {', '.join(map(str, shape))})" if shape else "(B, C, H, W)"
         raise VcdmError(f"images: expected {want}, got {tuple(images.shape)}")
-    images = _per_seed(images.float(), n, "images")
+    images = per_seed(images.float(), n, "images")
     if masks is None:
         return images, None
     if masks.ndim != 4 or masks.shape[1] != 1 or masks.shape[-2:] != images.shape[-2:]:
         raise VcdmError(f"masks: expected (B, 1, {images.shape[2]}, {images.shape[3]}) (1 = to fill), got "
                         f"{tuple(masks.shape)}")  # fmt: skip
-    masks = _per_seed((masks >= 0.5).float(), n, "masks").to(images.device)
+    masks = per_seed((masks >= 0.5).float(), n, "masks").to(images.device)
     return images, masks
 
 
@@ -142,8 +143,8 @@ def palette_sample(
     denoiser = classifier_free(palette.denoiser, guidance) if guidance != 1.0 else palette.denoiser
     noise = seeded_randn(seeds, palette.image_shape, PALETTE, START, device=device)
     sigmas = sampling_sigmas(palette.diffusion, num_steps)
-    x = _sampler_fn(sampler)(denoiser, noise, sigmas, c, generator=generators(seeds, PALETTE, FRESH),
-                             **(options or {})).clamp(-1, 1)  # fmt: skip
+    x = sampler_fn(sampler)(denoiser, noise, sigmas, c, generator=generators(seeds, PALETTE, FRESH),
+                            **(options or {})).clamp(-1, 1)  # fmt: skip
     return x if masks is None else paste(images, x, masks)
 
 
@@ -187,7 +188,7 @@ def repaint_sample(
         cond = {"emb": embed(model, visible)}
     denoiser, diffusion, cond = resolve_model(model, cond, seeds, images, diffusion, guidance)
     noise = seeded_randn(seeds, tuple(images.shape[1:]), REPAINT, START, device=images.device)
-    x = repaint(_sampler_fn(sampler), denoiser, noise, sampling_sigmas(diffusion, num_steps), cond, known=images,
+    x = repaint(sampler_fn(sampler), denoiser, noise, sampling_sigmas(diffusion, num_steps), cond, known=images,
                 mask=masks, generator=generators(seeds, REPAINT, FRESH), known_generator=generators(seeds, REPAINT, AUG),
                 jump_length=jump_length,
                 resamplings=resamplings, **(options or {}))  # fmt: skip
