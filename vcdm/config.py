@@ -263,11 +263,16 @@ class PaletteStage(_Conditioned):
     masks: MaskConfig = field(default_factory=MaskConfig)  # how the training masks are drawn
     condition: str = "none"  # besides the image: "none", "embedding", "label", "embedding+label"
     cond_drop_prob: float = 0.1  # classifier-free dropout of the whole condition (image, y and label)
+    # "pixel", or "latent" (LDM's inpainting): the target and the condition image are the run's autoencoder's
+    # scaled latents, the mask max-pooled to the latent grid; sampling decodes (vcdm.latent; set
+    # palette.diffusion.sigma_data=1, the latents' std)
+    space: str = "pixel"
 
     def __post_init__(self):
         _check(self.task in PALETTE_TASKS, "palette.task", f"one of {PALETTE_TASKS}", self.task)
         _check(self.condition in CONDITIONS, "palette.condition", f"one of {CONDITIONS}", self.condition)
         _check(0 <= self.cond_drop_prob < 1, "palette.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+        _check(self.space in SPACES, "palette.space", f"one of {SPACES}", self.space)
 
 
 @dataclass(frozen=True)

@@ -1,10 +1,12 @@
 """Latent diffusion (Rombach et al. 2022): the autoencoder stage's config and the latent space a diffusion
 stage works in.
 
-A stage with `space = "latent"` (decoder, baseline) trains on z = s * mu(x), the posterior means of the run's
-images under RUN/autoencoder scaled by the export's `scale_factor` s (measured on the training set so that z has
-unit variance: `measure_scale`), and the pipeline decodes its samples, x = D(z / s), before anything else sees
-them. `LatentSpace` is that pair of maps. This module imports no config and no stage, so vcdm.config can take
+A stage with `space = "latent"` (decoder, baseline, upsampler, Palette) trains on z = s * mu(x), the posterior
+means of the run's images under RUN/autoencoder scaled by the export's `scale_factor` s (measured on the training
+set so that z has unit variance: `measure_scale`), and the pipeline decodes its samples, x = D(z / s), before
+anything else sees them. `LatentSpace` is that pair of maps. A latent Palette model reads its condition image as a
+latent too, with the mask on the latent grid (`latent_mask`); a latent upsampler reads the low-res pixels resized
+to the latent grid (LDM-SR). This module imports no config and no stage, so vcdm.config can take
 `AutoencoderStage` from it.
 """
 
@@ -14,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vcdm.errors import VcdmError
@@ -109,6 +112,21 @@ class LatentSpace(nn.Module):
         parts = [self.autoencoder.decode(z[i : i + batch_size].to(dev).float() / self.scale_factor).float()
                  for i in range(0, len(z), batch_size)]  # fmt: skip
         return torch.cat(parts).clamp(-1, 1)
+
+
+def latent_side(size: int, factor: int, section: str) -> int:
+    """The latent grid's side for images of side `size`: size / f, after a one-line VcdmError naming
+    `section`.space when f does not divide it."""
+    if size % factor:
+        raise VcdmError(f"{section}.space 'latent' needs the data's size {size} (data.image_size) to be a multiple "
+                        f"of autoencoder.net.factor ({factor})")  # fmt: skip
+    return size // factor
+
+
+def latent_mask(masks: Tensor, factor: int) -> Tensor:
+    """Masks (B, 1, H, W) in {0, 1}, 1 = to fill, on the latent grid (B, 1, H / f, W / f) float32: a latent cell
+    is a hole if any of its f x f pixels is (max-pool), so no cell that sees a hole is kept."""
+    return F.max_pool2d(masks.float(), factor)
 
 
 @torch.no_grad()

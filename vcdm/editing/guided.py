@@ -32,6 +32,7 @@ def resolve_model(
     image: Tensor,
     diffusion: DiffusionConfig | None,
     guidance: float,
+    latent: bool = False,
 ) -> tuple[Denoiser, DiffusionConfig, dict[str, Tensor] | None]:
     """(denoiser, diffusion config, cond) for guided sampling from a Pipeline's decoder or a bare denoiser.
 
@@ -39,13 +40,15 @@ def resolve_model(
     "image" uses the embedding of `image` (the guide or reference itself); a dict is used as given.
     A single-stage pipeline is unconditional (a label decoder gets the null condition) unless a dict is given.
     A bare denoiser takes a dict or None, and `diffusion` (default: DiffusionConfig()) for its grid.
+    latent: whether the caller works in a latent decoder's space (RePaint); otherwise (SDEdit, ILVR: they guide
+    pixels) a latent decoder is refused.
     """
     if not isinstance(model, Pipeline):
         if isinstance(cond, str):
             raise VcdmError(f"cond {cond!r} needs a Pipeline; give a bare denoiser a dict or None")
         denoiser, diffusion = model, diffusion or DiffusionConfig()
     else:
-        if model.latent_space is not None:
+        if model.latent_space is not None and not latent:
             raise VcdmError("SDEdit and ILVR guide the decoder's pixels; this decoder samples in an autoencoder's "
                             "latent space (decoder.space 'latent')")  # fmt: skip
         denoiser, diffusion = model.decoder, model.decoder_diffusion

@@ -9,6 +9,11 @@ as given (a dict). bench/inpainting.py measures which completes better.
 
 Each output depends only on its seed (streams vcdm.seeding.REPAINT / PALETTE). Known pixels are returned
 exactly as given: RePaint replaces them at every step, a Palette output has them pasted back.
+
+Latent models (vcdm.latent): a Palette model trained with palette.space 'latent' samples its latents and decodes
+them; RePaint around a latent decoder replaces the known *latents* (the encoded image) at every step, with the
+mask max-pooled to the latent grid (a cell is filled if any of its pixels is). Both paste the known pixels after
+decoding, so the pixels near a hole's edge may differ from the ones the autoencoder would reconstruct.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from vcdm.editing.latent import check_images, embed
 from vcdm.editing.repaint import repaint
 from vcdm.errors import VcdmError
 from vcdm.guidance import classifier_free
+from vcdm.latent import latent_mask
 from vcdm.pipeline import Pipeline, sampling_sigmas
 from vcdm.samplers.common import Denoiser, Sampler
 from vcdm.seeding import AUG, FRESH, PALETTE, REPAINT, START, generators, seeded_randn
@@ -40,10 +46,12 @@ FILLS = ("mean", "blur")
 
 @dataclass
 class PaletteModel:
-    """A trained Palette export: its denoiser and meta ("task", "net", "diffusion", "condition")."""
+    """A trained Palette export: its denoiser and meta ("task", "net", "diffusion", "condition"), and for one
+    trained in latent space (palette.space 'latent') the vcdm.latent.LatentSpace it samples in."""
 
     denoiser: nn.Module
     meta: dict[str, Any]
+    space: Any = None
 
     @property
     def task(self) -> str:
@@ -55,6 +63,14 @@ class PaletteModel:
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
+        """The shape of the images it fills in (decoded from its latents in latent space)."""
+        if self.space is not None:
+            return tuple(self.meta["latent"]["image_shape"])
+        return self.sample_shape
+
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        """The shape it samples in: image_shape's in pixel space, the latent's in latent space."""
         net = self.meta["net"]
         return (int(net["in_channels"]), int(net["image_size"]), int(net["image_size"]))
 
@@ -64,7 +80,8 @@ class PaletteModel:
 
 
 def load_palette(run_dir: str | Path, device: torch.device | str = "cpu") -> PaletteModel:
-    """The run's Palette model (RUN/palette), on `device`."""
+    """The run's Palette model (RUN/palette), on `device`; in latent space with the run's autoencoder (a one-line
+    VcdmError when it is missing or was retrained since)."""
     from vcdm.runs import RunDir
     from vcdm.stages import load_model
 
@@ -73,7 +90,12 @@ def load_palette(run_dir: str | Path, device: torch.device | str = "cpu") -> Pal
         raise VcdmError(f"{run.stage('palette')}: no Palette export; train one with `vcdm train palette "
                         f"{run.path} --set palette.task=inpaint`")  # fmt: skip
     model, meta = load_model(run.stage("palette"), "palette")
-    return PaletteModel(model.to(device), meta)
+    space = None
+    if meta.get("space") == "latent":
+        from vcdm.stages.autoencoder import latent_space_for
+
+        space = latent_space_for(run.path, meta, device)
+    return PaletteModel(model.to(device), meta, space)
 
 
 def _image_shape(model: PaletteModel | Pipeline | Denoiser) -> tuple[int, ...] | None:
@@ -139,12 +161,13 @@ def palette_sample(
         raise VcdmError(f"this Palette model is also conditioned on {palette.condition!r}: pass cond=")
     device = next(palette.denoiser.parameters()).device
     images, masks = _inputs(palette, images.to(device), masks, len(seeds))
-    c = {"lowres": palette_condition(palette.task, images, masks), **(cond or {})}
+    c = {"lowres": palette_condition(palette.task, images, masks, palette.space), **(cond or {})}
     denoiser = classifier_free(palette.denoiser, guidance) if guidance != 1.0 else palette.denoiser
-    noise = seeded_randn(seeds, palette.image_shape, PALETTE, START, device=device)
+    noise = seeded_randn(seeds, palette.sample_shape, PALETTE, START, device=device)
     sigmas = sampling_sigmas(palette.diffusion, num_steps)
     x = sampler_fn(sampler)(denoiser, noise, sigmas, c, generator=generators(seeds, PALETTE, FRESH),
-                            **(options or {})).clamp(-1, 1)  # fmt: skip
+                            **(options or {}))  # fmt: skip
+    x = palette.space.decode(x) if palette.space is not None else x.clamp(-1, 1)
     return x if masks is None else paste(images, x, masks)
 
 
@@ -167,7 +190,8 @@ def repaint_sample(
     """Inpaint with RePaint around a pipeline's image stage (or a bare denoiser), one output per seed.
 
     Args:
-        model: a Pipeline (its decoder: the two-stage decoder or the single-stage baseline) or a denoiser.
+        model: a Pipeline (its decoder: the two-stage decoder or the single-stage baseline, in pixel or latent
+            space) or a denoiser.
         images, masks: as for `palette_sample` (masks required).
         cond: the two-stage decoder's y: "prior" (drawn with each seed), "masked" (the embedding of the visible
             part: holes set to 0, mid-grey), "filled" (of the image with its holes blur-filled, `fill`), "image"
@@ -186,13 +210,18 @@ def repaint_sample(
             raise VcdmError(f"cond {cond!r} needs a two-stage pipeline (its decoder is conditioned on y)")
         visible = images * (1 - masks) if cond == "masked" else fill(images, masks, "blur")
         cond = {"emb": embed(model, visible)}
-    denoiser, diffusion, cond = resolve_model(model, cond, seeds, images, diffusion, guidance)
-    noise = seeded_randn(seeds, tuple(images.shape[1:]), REPAINT, START, device=images.device)
-    x = repaint(sampler_fn(sampler), denoiser, noise, sampling_sigmas(diffusion, num_steps), cond, known=images,
-                mask=masks, generator=generators(seeds, REPAINT, FRESH), known_generator=generators(seeds, REPAINT, AUG),
-                jump_length=jump_length,
-                resamplings=resamplings, **(options or {}))  # fmt: skip
-    return paste(images, x.clamp(-1, 1), masks) if isinstance(model, Pipeline) else x
+    space = model.latent_space if isinstance(model, Pipeline) else None
+    denoiser, diffusion, cond = resolve_model(model, cond, seeds, images, diffusion, guidance, latent=True)
+    known, holes = images, masks
+    if space is not None:  # a latent decoder: RePaint on its latents, the mask max-pooled to the latent grid
+        known, holes = space.encode(images).to(images.device), latent_mask(masks, space.cfg.factor)
+    noise = seeded_randn(seeds, tuple(known.shape[1:]), REPAINT, START, device=images.device)
+    x = repaint(sampler_fn(sampler), denoiser, noise, sampling_sigmas(diffusion, num_steps), cond, known=known,
+                mask=holes, generator=generators(seeds, REPAINT, FRESH), known_generator=generators(seeds, REPAINT, AUG),
+                jump_length=jump_length, resamplings=resamplings, **(options or {}))  # fmt: skip
+    if not isinstance(model, Pipeline):
+        return x
+    return paste(images, space.decode(x) if space is not None else x.clamp(-1, 1), masks)
 
 
 def inpaint(

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from vcdm.config import RunConfig, from_dict, to_dict
 from vcdm.data import ImageData
 from vcdm.errors import VcdmError
-from vcdm.latent import SCALE_KEY, AutoencoderStage, LatentSpace, measure_scale
+from vcdm.latent import SCALE_KEY, AutoencoderStage, LatentSpace, latent_side, measure_scale
 from vcdm.networks.autoencoder import (
     AutoencoderConfig,
     KLAutoencoder,
@@ -165,7 +165,8 @@ def encode_for_stage(
     cfg: RunConfig, data: ImageData, run: RunDir, section: str
 ) -> tuple[Tensor, dict[str, Any]]:
     """A latent diffusion stage's training set: the scaled latents s * mu(x) of the run's images at the stage's
-    pixel size (`section`.image_size, else the data's), and the "latent" meta its export records."""
+    pixel size (`section`.image_size where it has one, else the data's), and the "latent" meta its export
+    records."""
     st, want = getattr(cfg, section), cfg.autoencoder.net
     space, meta = load_latent_space(run.path)
     got = space.cfg
@@ -173,11 +174,23 @@ def encode_for_stage(
         raise VcdmError(f"{run.stage('autoencoder')} holds an autoencoder with f = {got.factor} and "
                         f"{got.latent_channels} latent channels, but autoencoder.net asks for f = {want.factor} "
                         f"and {want.latent_channels}; train it again with --force")  # fmt: skip
-    size = st.image_size or data.images.shape[-1]
+    size = getattr(st, "image_size", None) or data.images.shape[-1]  # the upsampler and Palette: the data's
     z = space.encode(data.images_at(size))  # (N, latent_channels, size / f, size / f)
     latent = {"image_shape": [data.images.shape[1], size, size], "factor": got.factor,
               SCALE_KEY: space.scale_factor, "autoencoder_nimg": meta.get("nimg")}  # fmt: skip
     return z, latent
+
+
+def latent_targets(
+    cfg: RunConfig, data: ImageData, run: RunDir, section: str
+) -> tuple[LatentSpace, Tensor, dict[str, Any]]:
+    """An upsampler's or Palette model's latent training set (`section`.space 'latent'): the LatentSpace it trains
+    in (its condition is made with it), the scaled latents of the run's images (its targets) and the "latent"
+    meta its export records; one-line VcdmErrors when f does not divide the data's size or there is no fitting
+    autoencoder."""
+    latent_side(data.images.shape[-1], cfg.autoencoder.net.factor, section)
+    z, latent = encode_for_stage(cfg, data, run, section)
+    return latent_space_for(run.path, {"kind": section, "latent": latent}), z, latent
 
 
 def latent_space_for(

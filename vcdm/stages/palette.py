@@ -11,7 +11,16 @@ condition takes, since a real mask channel is +-1 — and as the learned null y 
 conditionally, unconditionally, and with classifier-free guidance on c. The loss is the stage's denoising loss
 over the whole image (as in Palette); at inference the known pixels are pasted back (vcdm.editing.inpaint).
 
-    vcdm train palette RUN --set palette.task=inpaint
+In latent space (palette.space 'latent', LDM's inpainting model, Rombach et al. 2022) the target is the scaled
+latent E(x) of the image (vcdm.latent) and the condition is read on the latent grid:
+
+    inpaint / uncrop:  c = [E(x * (1 - m)), 2 maxpool_f(m) - 1]   a latent cell is a hole if any of its pixels is
+    colorize:          c = E(luma(x) as RGB)
+
+E encoding the masked image afresh for every training mask; the samples are decoded, then the known pixels
+pasted back.
+
+    vcdm train palette RUN --set palette.task=inpaint [--set palette.space=latent]
     vcdm edit inpaint RUN IMAGE --mask MASK.png --method palette
 """
 
@@ -27,6 +36,7 @@ from vcdm.data import ImageData
 from vcdm.data.masks import MaskConfig, random_masks
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
+from vcdm.latent import LatentSpace, latent_mask
 from vcdm.runs import RunDir
 from vcdm.stages.diffusion import build_denoiser, denoising_loss, make_cond, semantic_tensors, square_size
 from vcdm.stages.embedder import embedding_dim
@@ -41,30 +51,41 @@ def luma(images: Tensor) -> Tensor:
     return (images * w).sum(1, keepdim=True)
 
 
-def condition_channels(task: str, channels: int) -> int:
-    """Channels of Palette's condition image for `task` on images of `channels` channels."""
-    return 1 if task == "colorize" else channels + 1
+def condition_channels(task: str, channels: int, latent: bool = False) -> int:
+    """Channels of Palette's condition image for `task` in a space of `channels` channels (the images', or the
+    latents' when `latent`)."""
+    if task == "colorize":
+        return channels if latent else 1
+    return channels + 1
 
 
-def palette_condition(task: str, images: Tensor, masks: Tensor | None = None) -> Tensor:
-    """Palette's condition image c (B, condition_channels, H, W), float32 (module doc).
+def palette_condition(
+    task: str, images: Tensor, masks: Tensor | None = None, space: LatentSpace | None = None
+) -> Tensor:
+    """Palette's condition image c (B, condition_channels, H, W), float32 (module doc); on the latent grid
+    (B, condition_channels, H / f, W / f) when `space` is given.
 
     Args:
         task: "inpaint", "uncrop" or "colorize".
         images: (B, C, H, W) float in [-1, 1].
         masks: (B, 1, H, W) in {0, 1}, 1 = to fill (inpaint / uncrop).
+        space: the LatentSpace of a latent Palette model, or None (pixels).
     """
     images = images.float()
     if task == "colorize":
         if images.shape[1] != 3:
             raise VcdmError(f"palette.task 'colorize' needs RGB images, got {images.shape[1]} channel(s)")
-        return luma(images)
+        gray = luma(images)
+        return gray if space is None else space.encode(gray.expand(-1, 3, -1, -1)).to(images.device)
     if masks is None or masks.shape != (images.shape[0], 1, *images.shape[2:]):
         got = None if masks is None else tuple(masks.shape)
         raise VcdmError(f"masks: expected shape ({images.shape[0]}, 1, {images.shape[2]}, {images.shape[3]}), "
                         f"got {got}")  # fmt: skip
     masks = masks.to(images.device, torch.float32)
-    return torch.cat([images * (1 - masks), 2 * masks - 1], dim=1)
+    masked = images * (1 - masks)
+    if space is not None:
+        masked, masks = space.encode(masked).to(images.device), latent_mask(masks, space.cfg.factor)
+    return torch.cat([masked, 2 * masks - 1], dim=1)
 
 
 @dataclass
@@ -77,15 +98,21 @@ class PaletteTask:
     use_emb: bool = False
     use_label: bool = False
     cond_drop_prob: float = 0.0
+    # latent space: x0 = batch["image"] holds the scaled latents, batch["pixels"] the images the condition is made
+    # from (uint8), encoded with `space`
+    space: LatentSpace | None = None
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
-        x0 = batch["image"]
-        b, size = len(x0), x0.shape[-1]
+        x0 = images = batch["image"]
+        if self.space is not None:
+            images = batch["pixels"].float() / 127.5 - 1
+            self.space.to(x0.device)
+        b, size = len(x0), images.shape[-1]
         # every draw comes from the loop's generator, in a fixed order: masks, dropout, then the loss's
         masks = None
         if self.task != "colorize":
             masks = random_masks(self.task, b, size, generator, self.masks).to(x0.device)
-        cond = {"lowres": palette_condition(self.task, x0, masks)}
+        cond = {"lowres": palette_condition(self.task, images, masks, self.space)}
         cond |= make_cond(batch, self.use_emb, self.use_label) or {}
         cond = drop_condition(cond, self.cond_drop_prob, b, generator)
         return denoising_loss(model, x0, cond, generator, self.diffusion)
@@ -96,7 +123,10 @@ def _resolve_palette(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfig:
     st = cfg.palette
     _, c, h, _ = data.images.shape
     emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
-    net = replace(st.net, image_size=h, in_channels=c, extra_in_channels=condition_channels(st.task, c),
+    latent = st.space == "latent" and h % cfg.autoencoder.net.factor == 0  # else prepare names the field
+    if latent:  # the U-Net works on the autoencoder's latents (vcdm.latent)
+        h, c = h // cfg.autoencoder.net.factor, cfg.autoencoder.net.latent_channels
+    net = replace(st.net, image_size=h, in_channels=c, extra_in_channels=condition_channels(st.task, c, latent),
                   extra_in_nullable=True, emb_dim=emb_dim,
                   num_classes=data.num_classes if st.uses_label else 0)  # fmt: skip
     return replace(cfg, palette=replace(st, net=net))
@@ -116,6 +146,12 @@ def _prepare_palette(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared:
             "task": st.task, "masks": to_dict(st.masks)}  # fmt: skip
     task = PaletteTask(st.task, st.diffusion, st.masks, use_emb=st.uses_embedding, use_label=st.uses_label,
                        cond_drop_prob=st.cond_drop_prob)  # fmt: skip
+    if st.space == "latent":  # the targets are latents; the condition is encoded from the pixels per batch
+        from vcdm.stages.autoencoder import latent_targets
+
+        task.space, tensors["image"], latent = latent_targets(cfg, data, run, "palette")
+        tensors["pixels"] = data.images
+        meta |= {"space": "latent", "latent": latent}
     return Prepared(meta, tensors, task)
 
 
