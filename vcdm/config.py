@@ -238,10 +238,15 @@ class UpsamplerStage(_Conditioned):
     condition: str = "none"  # besides the low-res image: "none", "embedding", "label", "embedding+label"
     cond_drop_prob: float = 0.1  # classifier-free dropout of y / label (never of the low-res image)
     augment: ConditioningAugment = field(default_factory=ConditioningAugment)
+    # "pixel", or "latent" (LDM-SR): the target is the run's autoencoder's scaled latent of the high-res image, the
+    # low-res image (noised in pixel space) is resized to the latent grid and concatenated; the pipeline decodes
+    # (vcdm.latent; set upsampler.diffusion.sigma_data=1, the latents' std)
+    space: str = "pixel"
 
     def __post_init__(self):
         _check(self.condition in CONDITIONS, "upsampler.condition", f"one of {CONDITIONS}", self.condition)
         _check(0 <= self.cond_drop_prob < 1, "upsampler.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
+        _check(self.space in SPACES, "upsampler.space", f"one of {SPACES}", self.space)
         ok = self.low_res is None or (isinstance(self.low_res, int) and not isinstance(self.low_res, bool)
                                       and self.low_res >= 1)  # fmt: skip
         _check(ok, "upsampler.low_res", "null or a positive integer", self.low_res)

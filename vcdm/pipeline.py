@@ -231,19 +231,20 @@ def decoder_component(
 
 
 def upsampler_component(
-    upsampler: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None
+    upsampler: nn.Module, meta: dict[str, Any], wrapper: Wrapper | None = None, space: Any = None
 ) -> Component:
     """The upsampler p(x_hr | x_lr [, y, a]) of a cascade, on the "decoder" output (x_lr at meta["low_res"]).
 
     Its condition: x_lr clamped to [-1, 1], upsampled as in training (vcdm.stages.upsampler.upsample_lowres) and
     noised at one level, lowres = up(x_lr) + sigma_aug * n with n from (seed, its stream, AUG);
     sigma_aug = SampleConfig.upsampler_aug_sigma, or the export's augment.sample_sigma when that is None. y and a
-    as for the decoder (guidance weights them; the low-res image is never dropped).
+    as for the decoder (guidance weights them; the low-res image is never dropped). space: the LatentSpace of a
+    latent upsampler (x_lr is then resized to the latent grid, and the pipeline decodes its samples).
     """
     from vcdm.stages.upsampler import lowres_condition
 
     condition_kind, net, low = meta.get("condition", "none"), meta["net"], int(meta["low_res"])
-    channels, size = net["in_channels"], net["image_size"]
+    channels, size = net["extra_in_channels"], net["image_size"]  # x_lr's channels; the (latent) grid's side
     level = bool(net.get("aug_embedding", False))
     default_sigma = float(meta["augment"]["sample_sigma"]) if level else 0.0
     stream = COMPONENT_STREAMS["upsampler"]
@@ -276,7 +277,8 @@ def upsampler_component(
                             f"(upsampler.condition 'none'), got {cfg.upsampler_guidance}")  # fmt: skip
         return _upsampler_settings(cfg)
 
-    return Component("upsampler", upsampler, meta, (channels, size, size), condition, settings, wrapper)
+    shape = (net["in_channels"], size, size)
+    return Component("upsampler", upsampler, meta, shape, condition, settings, wrapper, space=space)
 
 
 @dataclass
@@ -288,6 +290,22 @@ class PipelineOutput:
     seeds: list[int]
     labels: Tensor | None
     low_res: Tensor | None = None  # a cascade's base images (the decoder's samples) in [-1, 1]; else None
+
+
+def lowres_shape(upsampler: Component) -> tuple[int, int, int]:
+    """The shape of the low-res images an upsampler component takes: (C, low_res, low_res)."""
+    low = int(upsampler.meta["low_res"])
+    return upsampler.out_shape[0], low, low
+
+
+def _space(run: Any, meta: dict[str, Any]) -> Any:
+    """The LatentSpace a stage's export was trained in (its "space" is "latent": a one-line VcdmError when the
+    run's autoencoder is missing or was retrained since), else None."""
+    if meta.get("space") != "latent":
+        return None
+    from vcdm.stages.autoencoder import latent_space_for
+
+    return latent_space_for(run.path, meta)
 
 
 def _uses_text(meta: dict[str, Any]) -> bool:
@@ -427,12 +445,8 @@ class Pipeline:
         components: list[Component] = []
         if decoder is not None:
             dec, dec_meta = load_model(run.stage(decoder), "image")
-            space = None
-            if dec_meta.get("space") == "latent":  # decoded by the autoencoder it was trained on
-                from vcdm.stages.autoencoder import latent_space_for
-
-                space = latent_space_for(run.path, dec_meta)
-            components.append(decoder_component(dec, dec_meta, guidance.get("decoder"), space))
+            dec_space = _space(run, dec_meta)  # decoded by the autoencoder it was trained on
+            components.append(decoder_component(dec, dec_meta, guidance.get("decoder"), dec_space))
         if upsampler or (
             upsampler is None and decoder is not None and run.stage_meta("upsampler") is not None
         ):
@@ -440,11 +454,11 @@ class Pipeline:
                 raise VcdmError(f"{run.stage('upsampler')}: no upsampler export; train one with "
                                 f"`vcdm train upsampler {run.path}`")  # fmt: skip
             up, up_meta = load_model(run.stage("upsampler"), "upsampler")
-            top = upsampler_component(up, up_meta, guidance.get("upsampler"))
+            top = upsampler_component(up, up_meta, guidance.get("upsampler"), _space(run, up_meta))
             base = components[0].out_shape if components else None
-            if base is None or base == top.shape[:1] + (up_meta["low_res"],) * 2:
+            if base is None or base == lowres_shape(top):
                 components.append(top)
-            elif upsampler or base != top.shape:  # a stage already at the upsampler's size needs none
+            elif upsampler or base != top.out_shape:  # a stage already at the upsampler's size needs none
                 raise VcdmError(f"{run.stage('upsampler')} upsamples {up_meta['low_res']}x{up_meta['low_res']} "
                                 f"images (upsampler.low_res) but {decoder} samples {base[1]}x{base[2]} "
                                 f"({decoder}.image_size); sample without the upsampler (--no-upsampler)")  # fmt: skip
@@ -614,9 +628,9 @@ class Pipeline:
         top = self.upsampler
         if top is None:
             raise VcdmError("this pipeline has no upsampler (Pipeline.from_run(RUN, upsampler=True))")
-        low = int(top.meta["low_res"])
-        if images.ndim != 4 or tuple(images.shape[1:]) != (top.shape[0], low, low):
-            raise VcdmError(f"images: expected (N, {top.shape[0]}, {low}, {low}) (upsampler.low_res), got "
+        shape = lowres_shape(top)
+        if images.ndim != 4 or tuple(images.shape[1:]) != shape:
+            raise VcdmError(f"images: expected (N, {', '.join(map(str, shape))}) (upsampler.low_res), got "
                             f"{tuple(images.shape)}")  # fmt: skip
         if len(seeds) != len(images):
             raise VcdmError(f"got {len(seeds)} seeds for {len(images)} images")

@@ -208,3 +208,63 @@ def test_base_stages_train_at_their_own_size(tmp_path, data):
         and data.images_at(16) is data.images
     )
     assert torch.equal(small, resize_images(data.images, 8)) and small.shape == (32, 3, 8, 8)
+
+
+# ---- latent space (upsampler.space 'latent', LDM-SR): the run's autoencoder, f = 2, 2 latent channels ----
+
+AE = ["autoencoder.net.factor=2", "autoencoder.net.base_channels=8", "autoencoder.net.latent_channels=2",
+      "autoencoder.train.batch_size=8", "autoencoder.train.total_nimg=32", "autoencoder.disc_start_nimg=16",
+      "autoencoder.disc_channels=8"]  # fmt: skip
+LATENT = [*AE, "upsampler.space=latent", "upsampler.diffusion.sigma_data=1"]
+
+
+@pytest.fixture(scope="module")
+def latent_run(tmp_path_factory, data):
+    run = tmp_path_factory.mktemp("latent-up")
+    train_stage("autoencoder", run, _cfg(*AE), data, progress=False)
+    train_stage("upsampler", run, _cfg(*LATENT), data, progress=False)  # 8x8 pixels beside 8x8 latents
+    return run
+
+
+def test_latent_upsampler_reads_the_lowres_pixels_on_the_latent_grid(tmp_path, data):
+    net = resolve_for_data(_cfg(*LATENT), data, tmp_path).upsampler.net
+    assert (net.image_size, net.in_channels, net.extra_in_channels) == (8, 2, 3)  # latents 2x8x8, x_lr 3x8x8
+    x_lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    assert torch.equal(upsample_lowres(x_lr, 8), x_lr)  # low_res = H / f: no resize (LDM-SR)
+    small = upsample_lowres(x_lr, 4)  # a latent grid below low_res: antialiased bicubic
+    ref = torch.nn.functional.interpolate(x_lr, size=(4, 4), mode="bicubic", antialias=True).clamp(-1, 1)
+    assert torch.equal(small, ref)
+    with pytest.raises(VcdmError, match="upsampler.space must be one of"):
+        _cfg("upsampler.space=voxel")
+
+
+def test_latent_upsampler_samples_images_of_the_datas_shape(latent_run, data):
+    from vcdm.pipeline import Pipeline
+
+    meta = json.loads((latent_run / "upsampler" / "model.json").read_text())
+    assert meta["space"] == "latent" and meta["latent"]["image_shape"] == [3, 16, 16]
+    pipe = Pipeline.from_run(latent_run, None, upsampler=True)
+    assert pipe.upsampler.shape == (2, 8, 8) and pipe.output_shape == (3, 16, 16)
+    x_lr = resize_images(data.images[:3], 8).float() / 127.5 - 1
+    out = pipe.upsample(x_lr, [0, 1, 2])
+    assert out.shape == (3, 3, 16, 16) and out.abs().max() <= 1
+    torch.testing.assert_close(pipe.upsample(x_lr[1:2], [1]), out[1:2])  # a result depends on its seed only
+    # the low-res image reaches the network: another one under the same seed gives another result
+    assert not torch.allclose(pipe.upsample(x_lr[2:3], [0]), out[:1])
+    with pytest.raises(VcdmError, match=r"images: expected \(N, 3, 8, 8\)"):
+        pipe.upsample(torch.zeros(1, 2, 8, 8), [0])
+
+
+def test_latent_upsampler_without_its_autoencoder_is_one_line(latent_run, data, tmp_path):
+    from vcdm.pipeline import Pipeline
+
+    with pytest.raises(VcdmError, match="no autoencoder export; train one with `vcdm train autoencoder"):
+        train_stage("upsampler", tmp_path, _cfg(*LATENT), data, progress=False)
+    meta_path = latent_run / "autoencoder" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps(meta | {"scale_factor": meta["scale_factor"] * 2}))  # as if retrained
+    try:
+        with pytest.raises(VcdmError, match="not the autoencoder this upsampler was trained on"):
+            Pipeline.from_run(latent_run, None, upsampler=True)
+    finally:
+        meta_path.write_text(json.dumps(meta))

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> None:
     from vcdm.cli.common import read_images, run_config
     from vcdm.cli.sample import upsampler_settings
     from vcdm.data import save_grid, save_images
-    from vcdm.pipeline import Pipeline
+    from vcdm.pipeline import Pipeline, lowres_shape
     from vcdm.runs import RunDir, guard_output
     from vcdm.training import distributed as dist
 
@@ -53,9 +53,9 @@ def run(args: argparse.Namespace) -> None:
     # an embedding-conditioned upsampler is given the embeddings of the images themselves
     embedder = "embedding" in str(meta.get("condition", "none"))
     pipe = Pipeline.from_run(args.run, None, dist.device(), upsampler=True, embedder=embedder)
-    top = pipe.upsampler
-    low = int(top.meta["low_res"])
-    images = read_images(args.images, (top.shape[0], low, low))
+    shape = lowres_shape(pipe.upsampler)
+    low = shape[-1]
+    images = read_images(args.images, shape)
     seeds = list(range(args.seed, args.seed + len(images)))
     names = [f"{i:02d}_{Path(p).stem}.png" for i, p in enumerate(args.images)]
     t0 = time.perf_counter()

@@ -14,6 +14,11 @@ stage trains on, vcdm.data.resize_images), optionally blurred first, and sigma_a
 (vcdm.pipeline.upsampler_component). Loss, preconditioning, samplers and classifier-free guidance are those of
 every image stage; condition dropout marks y / label as null and never touches the low-res image.
 
+In latent space (upsampler.space 'latent', LDM-SR, Rombach et al. 2022) x is the scaled latent E(x_hr) of the
+run's autoencoder (vcdm.latent) and up() resizes x_lr to the latent grid (H / f: no resize when low_res is H / f,
+as in LDM-SR; bicubic, antialiased when it shrinks): the augmentation noise stays on pixel values, its level is
+given to the network as before, and the pipeline decodes the sample.
+
 A cascade from the command line (data at 64x64, the base stages at 32x32):
 
     vcdm train embedder RUN --set data.source=DATA --set data.image_size=64 --set decoder.image_size=32
@@ -21,6 +26,8 @@ A cascade from the command line (data at 64x64, the base stages at 32x32):
     vcdm train upsampler RUN                   # upsampler.low_res follows decoder.image_size
     vcdm sample RUN --num 16 --aug-sigma 0.05  # 64x64 samples; the 32x32 ones in OUT/low_res/
     vcdm upsample RUN a.png b.png              # upsample given images
+    vcdm train upsampler RUN --set upsampler.space=latent --set upsampler.diffusion.sigma_data=1  # after the
+                                               # autoencoder (vcdm train autoencoder RUN)
 """
 
 from __future__ import annotations
@@ -45,12 +52,13 @@ UPSAMPLE_MODE = "bicubic"  # how x_lr is brought to the target size, in training
 
 
 def upsample_lowres(x_lr: Tensor, size: int) -> Tensor:
-    """Low-res images (B, C, h, w) in [-1, 1] -> (B, C, size, size): bicubic, clamped to [-1, 1] (bicubic
-    overshoots at edges); float32."""
+    """Low-res images (B, C, h, w) in [-1, 1] -> (B, C, size, size): bicubic (antialiased where size < h, a latent
+    grid below low_res), clamped to [-1, 1] (bicubic overshoots at edges); float32."""
     x_lr = x_lr.float()
     if x_lr.shape[-2:] == (size, size):
         return x_lr
-    return F.interpolate(x_lr, size=(size, size), mode=UPSAMPLE_MODE, align_corners=False).clamp(-1, 1)
+    return F.interpolate(x_lr, size=(size, size), mode=UPSAMPLE_MODE, align_corners=False,
+                         antialias=size < x_lr.shape[-1]).clamp(-1, 1)  # fmt: skip
 
 
 def lowres_condition(
@@ -131,8 +139,9 @@ class UpsamplerTask:
         # every draw comes from the loop's generator, in a fixed order: blur, levels, noise, dropout, then the loss's
         x_lr = random_blur(x_lr, aug.blur_prob, aug.blur_sigma, generator)
         sigma_aug = sample_aug_sigma(aug, b, generator)
-        noise = torch.randn(x0.shape, generator=generator, device=generator.device)
-        cond = lowres_condition(x_lr, x0.shape[-1], sigma_aug, noise, aug.noised)
+        size = x0.shape[-1]  # the latent grid's in latent space: the noise is on the low-res image's channels
+        noise = torch.randn((b, x_lr.shape[1], size, size), generator=generator, device=generator.device)
+        cond = lowres_condition(x_lr, size, sigma_aug, noise, aug.noised)
         cond |= make_cond(batch, self.use_emb, self.use_label) or {}
         cond = drop_condition(cond, self.cond_drop_prob, b, generator)  # sets cond["null"] only
         return denoising_loss(model, x0, cond, generator, self.diffusion)
@@ -155,7 +164,10 @@ def _resolve_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfi
     st = cfg.upsampler
     _, c, h, _ = data.images.shape
     emb_dim = (embedding_dim(cfg, run) or st.net.emb_dim) if st.uses_embedding else 0
-    net = replace(st.net, image_size=h, in_channels=c, extra_in_channels=c, emb_dim=emb_dim,
+    size, channels = h, c
+    if st.space == "latent" and h % cfg.autoencoder.net.factor == 0:  # else check_upsampler names the field
+        size, channels = h // cfg.autoencoder.net.factor, cfg.autoencoder.net.latent_channels
+    net = replace(st.net, image_size=size, in_channels=channels, extra_in_channels=c, emb_dim=emb_dim,
                   num_classes=data.num_classes if st.uses_label else 0, aug_embedding=st.augment.noised)  # fmt: skip
     return replace(cfg, upsampler=replace(st, net=net))
 
@@ -183,6 +195,11 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
             "low_res": low, "upsample": UPSAMPLE_MODE, "augment": to_dict(st.augment)}  # fmt: skip
     task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
                          cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
+    if st.space == "latent":  # the targets are the high-res images' latents; the low-res images stay pixels
+        from vcdm.stages.autoencoder import latent_targets
+
+        _, tensors["image"], latent = latent_targets(cfg, data, run, "upsampler")
+        meta |= {"space": "latent", "latent": latent}
     return Prepared(meta, tensors, task)
 
 
