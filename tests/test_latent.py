@@ -1,6 +1,7 @@
 """Latent diffusion end to end on a tiny RGB dataset through the CLI: embedder, embeddings, the autoencoder, the
 prior, a two-stage decoder and a single-stage baseline in latent space; then sampling (decoded images of the
-dataset's shape), inversion through the encoder, and the errors that name the field."""
+dataset's shape), inversion through the encoder, and the errors that name the field. Then a latent Palette model
+(`vcdm edit inpaint`, and RePaint on the latent baseline) and a cascade whose upsampler is latent."""
 
 import json
 
@@ -16,13 +17,12 @@ from vcdm.errors import VcdmError
 from vcdm.pipeline import Pipeline
 from vcdm.stages import resolve_for_data
 
+AE = ["--set=autoencoder.net.base_channels=8", "--set=autoencoder.net.latent_channels=3",
+      "--set=autoencoder.train.batch_size=16", "--set=autoencoder.disc_start_nimg=32",
+      "--set=autoencoder.disc_channels=8", "--set=autoencoder.train.total_nimg=64"]  # fmt: skip
 LATENT = ["--set=decoder.space=latent", "--set=baseline.space=latent", "--set=decoder.diffusion.sigma_data=1.0",
-          "--set=baseline.diffusion.sigma_data=1.0", "--set=autoencoder.net.base_channels=8",
-          "--set=autoencoder.net.latent_channels=3", "--set=autoencoder.train.batch_size=16",
-          "--set=autoencoder.disc_start_nimg=32", "--set=autoencoder.disc_channels=8"]  # fmt: skip
-BUDGET = [
-    f"--set={s}.train.total_nimg=64" for s in ("embedder", "prior", "decoder", "baseline", "autoencoder")
-]
+          "--set=baseline.diffusion.sigma_data=1.0", *AE]  # fmt: skip
+BUDGET = [f"--set={s}.train.total_nimg=64" for s in ("embedder", "prior", "decoder", "baseline")]
 
 
 def _blobs(n=32, size=16) -> np.ndarray:
@@ -113,3 +113,70 @@ def test_cli_latent_file_of_a_latent_decoder_is_accepted(run, tmp_path, capsys):
     assert main(["edit", "variations", str(run), "--latent", str(latent), "--num", "2",
                  "--out", str(tmp_path / "var")]) == 0  # fmt: skip
     assert "wrote 2 variations" in capsys.readouterr().out
+
+
+# ---- the upsampler and Palette in latent space, through the CLI ----
+
+
+@pytest.fixture(scope="module")
+def palette_run(run):
+    """The latent run with a latent Palette model for inpainting (the run's f = 4 autoencoder)."""
+    assert main(["train", "palette", str(run), "--no-progress", "--set=palette.space=latent",
+                 "--set=palette.diffusion.sigma_data=1.0", "--set=palette.train.total_nimg=64"]) == 0  # fmt: skip
+    return run
+
+
+@pytest.mark.parametrize("method", ["palette", "repaint"])
+def test_cli_inpaint_with_a_latent_palette_model_or_repaint_on_a_latent_decoder(palette_run, tmp_path, method,
+                                                                               capsys):  # fmt: skip
+    from PIL import Image
+
+    from vcdm.data import save_images
+    from vcdm.data.images import load_pngs
+
+    image = save_images(torch.from_numpy(_blobs()[:1]).permute(0, 3, 1, 2), tmp_path, ["a"])[0]
+    mask = np.zeros((16, 16), np.uint8)
+    mask[4:10, 6:12] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out = tmp_path / method
+    argv = ["edit", "inpaint", str(palette_run), str(image), "--mask", str(tmp_path / "mask.png"), "--num", "2",
+            "--steps", "3", "--method", method, "--out", str(out)]  # fmt: skip
+    if method == "repaint":  # RePaint on the latent baseline's latents, the mask max-pooled to the 4x4 grid
+        argv += ["--stage", "baseline", "--resamplings", "2", "--jump-length", "2"]
+    assert main(argv) == 0
+    assert f"wrote 2 outputs ({method})" in capsys.readouterr().out
+    original, filled = load_pngs([image])[0], load_pngs([out / "seed000001.png"])[0]
+    keep = torch.from_numpy(mask == 0)
+    assert filled.shape == (3, 16, 16) and torch.equal(filled[:, keep], original[:, keep])
+
+
+@pytest.fixture(scope="module")
+def cascade(tmp_path_factory):
+    """A cascade whose top is latent: a pixel baseline at 8x8, a latent upsampler 8 -> 16 on an f = 2 autoencoder
+    (8x8 latents: the low-res image beside them at equal size, as in LDM-SR)."""
+    root = tmp_path_factory.mktemp("latent-cascade")
+    np.savez(root / "blobs.npz", images=_blobs())
+    run = root / "run"
+    first = [str(run), "--preset", "tiny", "--no-progress", f"--set=data.source={root / 'blobs.npz'}",
+             "--set=autoencoder.net.factor=2", *AE, "--set=baseline.image_size=8",
+             "--set=baseline.train.total_nimg=64", "--set=upsampler.low_res=8", "--set=upsampler.space=latent",
+             "--set=upsampler.diffusion.sigma_data=1.0", "--set=upsampler.train.total_nimg=64"]  # fmt: skip
+    assert main(["train", "autoencoder", *first]) == 0
+    for stage in ("baseline", "upsampler"):
+        assert main(["train", stage, str(run), "--no-progress"]) == 0
+    return run
+
+
+def test_cli_latent_upsampler_cascade_samples_and_upsamples(cascade, tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "cascade"
+    assert main(["sample", str(cascade), "--stage", "baseline", "--num", "2", "--out", str(out), "--no-progress",
+                 "--upsampler-steps", "3", "--steps", "3"]) == 0  # fmt: skip
+    assert "2 16x16 samples" in capsys.readouterr().out
+    assert Image.open(out / "000000.png").size == (16, 16)
+    assert Image.open(out / "low_res" / "000000.png").size == (8, 8)
+    up = tmp_path / "up"
+    assert main(["upsample", str(cascade), str(out / "low_res" / "000000.png"), "--steps", "3",
+                 "--out", str(up), "--no-progress"]) == 0  # fmt: skip
+    assert Image.open(up / "00_000000.png").size == (16, 16)
