@@ -114,6 +114,44 @@ def test_text_prior_with_guidance_weight_one_is_the_conditional_prior_and_guidan
     torch.testing.assert_close(classifier_free(d, 3.0)(y, s, cond), u + 3.0 * (c - u))
 
 
+def _sub(cond, rows):
+    return {k: v[rows] for k, v in cond.items()}
+
+
+def test_text_prior_trims_padding_and_a_row_depends_only_on_itself_up_to_rounding():
+    torch.manual_seed(0)
+    cfg = PriorConfig(emb_dim=6, width=16, depth=2, heads=2, text_length=12, text_width=12, text_dim=4)
+    net = PriorTransformer(cfg).eval()
+    torch.nn.init.normal_(net.out.weight, std=0.1)
+    gen = torch.Generator().manual_seed(3)
+    mask = torch.arange(12)[None] < torch.tensor([2, 3, 11, 12, 2])[:, None]  # the last two: full and short
+    cond = {"text_tokens": torch.randn(5, 12, 12, generator=gen) * mask[..., None], "text_mask": mask,
+            "text_emb": torch.randn(5, 4, generator=gen)}  # fmt: skip
+    y, c_noise = torch.randn(5, 6, generator=gen), torch.randn(5, generator=gen)
+    tight = dict(rtol=1e-5, atol=1e-6)
+    for null in (torch.zeros(5, dtype=torch.bool), torch.tensor([False, True, False, False, True])):
+        c = dict(cond, null=null)
+        # trimmed (forward) == untrimmed (every position through the blocks), with or without dropped captions
+        torch.testing.assert_close(net(y, c_noise, c), net.read(*net.tokens(y, c_noise, c)), **tight)
+    # a caption's output is the same alone, beside a short caption, a long one or a dropped one
+    alone = net(y[:1], c_noise[:1], _sub(cond, [0]))
+    for partner in (1, 2, 3):
+        pair = net(y[[0, partner]], c_noise[[0, partner]], _sub(cond, [0, partner]))
+        torch.testing.assert_close(pair[:1], alone, **tight)
+    # two short captions run together on 3 + 1 + 4 tokens (their longest caption, the pooled embedding, the 4
+    # others); beside a dropped caption, apart from its 12 + 1 null tokens + 4 (groups of up to 2^k tokens)
+    seen = []
+    hook = net.blocks[0].register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[1]))
+    net(y[:2], c_noise[:2], _sub(cond, [0, 1]))
+    net(y[:2], c_noise[:2], dict(_sub(cond, [0, 1]), null=torch.tensor([False, True])))
+    hook.remove()
+    assert seen == [8, 7, 17]
+    # training: gradients reach the text layers through both groups
+    net.train()
+    net(y, c_noise, dict(cond, null=torch.tensor([False, True, False, False, False]))).sum().backward()
+    assert all(p.grad is not None and bool(p.grad.any()) for n, p in net.named_parameters() if "text" in n)
+
+
 def test_a_prior_without_text_builds_and_initialises_as_before():
     torch.manual_seed(0)
     a = PriorTransformer(PriorConfig(emb_dim=6, width=16, depth=1, heads=2))
@@ -166,6 +204,18 @@ def replace_batch(cfg, b):
     from dataclasses import replace
 
     return replace(cfg, batch_size=b)
+
+
+def test_a_prompts_prior_sample_is_the_same_beside_a_long_or_a_short_caption(run):
+    pipe = Pipeline.from_run(run, None)
+    cfg = SampleConfig(prior_num_steps=3, batch_size=2, prior_guidance=2.0)
+    short, long = "red", "a red bar"
+    mask = pipe.text.encode(["red dot", short, long])["text_mask"].sum(1).tolist()
+    assert mask[1] < mask[0] < mask[2]
+    y = [pipe.sample([3, 9], cfg, until="prior", prompts=["red dot", p])["prior"][0] for p in (short, long)]
+    alone = pipe.sample([3], cfg, until="prior", prompts="red dot")["prior"][0]
+    torch.testing.assert_close(y[0], alone, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y[1], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_best_of_k_keeps_the_candidate_closest_to_the_caption(run):

@@ -6,7 +6,10 @@ read at the query token. It predicts the clean embedding (x0-prediction); the pr
 
 Text-conditioned (text_width > 0, DALL-E 2's prior, Ramesh et al. 2022, Sec. 2.2): the caption's token
 encodings (projected to the width) and its pooled text embedding come first, as text_length + 1 more tokens,
-padding masked out of attention; a dropped caption (cond["null"]) is a learned null sequence.
+padding masked out of attention; a dropped caption (cond["null"]) is a learned null sequence. The padded
+positions no row attends to are trimmed away before the blocks (forward; rows run in groups of similar caption
+length), so a short caption runs on a few tokens rather than text_length + 5; outputs are unchanged up to float
+rounding.
 """
 
 from __future__ import annotations
@@ -156,6 +159,30 @@ class PriorTransformer(nn.Module):
         Returns:
             (B, emb_dim) float32, also under autocast.
         """
+        h, mask = self.tokens(y, c_noise, cond)
+        if mask is None:
+            return self.read(h, None)
+        # Trimming: a position no row attends to changes no output (it is masked out of every attention), so
+        # rows run in groups of similar attended length (up to a power of two: short captions, long ones, and
+        # the rows that attend everywhere, such as a dropped caption's learned null sequence), each group on the
+        # positions some of its rows attend to. Each row depends only on itself, up to float rounding.
+        group = torch.log2(mask.sum(1).float()).ceil()
+        out, groups = h.new_empty(len(h), self.cfg.emb_dim), group.unique()
+        for g in groups:
+            rows = group == g
+            h_rows, mask_rows = (h, mask) if len(groups) == 1 else (h[rows], mask[rows])
+            used = mask_rows.any(0)
+            read = self.read(h_rows[:, used], mask_rows[:, used])
+            if len(groups) == 1:
+                return read
+            out[rows] = read
+        return out
+
+    def tokens(
+        self, y: Tensor, c_noise: Tensor, cond: dict[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """The input tokens (B, N, width) float32 of `forward` and their attention mask (B, N) bool (None without
+        text: every token), untrimmed: N = 4, or text_length + 5 with text."""
         if y.ndim != 2 or y.shape[1] != self.cfg.emb_dim:
             raise VcdmError(f"y: expected shape (B, {self.cfg.emb_dim}), got {tuple(y.shape)}")
         batch = y.shape[0]
@@ -167,11 +194,16 @@ class PriorTransformer(nn.Module):
         ]
         # The residual stream stays float32; under autocast the matmuls inside the blocks run in bf16.
         h = torch.stack([t.float() for t in tokens], dim=1) + self.pos  # (B, 4, width)
-        mask = None
-        if self.cfg.uses_text:
-            text, text_mask = self._text_tokens(cond, batch, y.device)
-            h = torch.cat([text.float() + self.text_pos, h], 1)  # (B, text_length + 5, width)
-            mask = torch.cat([text_mask, torch.ones(batch, NUM_TOKENS, dtype=torch.bool, device=y.device)], 1)
+        if not self.cfg.uses_text:
+            return h, None
+        text, text_mask = self._text_tokens(cond, batch, y.device)
+        h = torch.cat([text.float() + self.text_pos, h], 1)  # (B, text_length + 5, width)
+        mask = torch.cat([text_mask, torch.ones(batch, NUM_TOKENS, dtype=torch.bool, device=y.device)], 1)
+        return h, mask
+
+    def read(self, h: Tensor, mask: Tensor | None) -> Tensor:
+        """The blocks over tokens h (B, N, width) with attention mask (B, N) (None: all); the output read at the
+        query token (the last) -> (B, emb_dim) float32."""
         for block in self.blocks:
             h = block(h, mask)
         return self.out(self.norm_out(h[:, -1])).float()
