@@ -39,18 +39,12 @@ def cascade_run(tmp_path_factory):
     """A tiny cascade trained once through the CLI on fake RGB data (32 coloured discs on dark backgrounds,
     16x16): embedder, embeddings, prior, a decoder and a baseline at 8x8, the upsampler 8 -> 16."""
     import numpy as np
+    from fake_data import blob_array
 
     from vcdm.cli import main
 
     root = tmp_path_factory.mktemp("cascade")
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:16, :16]
-    images = np.zeros((32, 16, 16, 3), np.uint8)
-    for img in images:  # a coloured disc on a dark background
-        cx, cy = rng.integers(4, 12, 2)
-        img[:] = rng.integers(0, 40, 3)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < rng.integers(9, 30)] = rng.integers(80, 255, 3)
-    np.savez(root / "blobs.npz", images=images)
+    np.savez(root / "blobs.npz", images=blob_array(32, 16))
     run = root / "blobs"
     budget = [
         f"--set={s}.train.total_nimg=64" for s in ("embedder", "prior", "decoder", "baseline", "upsampler")

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from fake_data import blob_array
 
 from vcdm.cli import main
 from vcdm.config import apply_overrides, preset
@@ -25,21 +26,10 @@ LATENT = ["--set=decoder.space=latent", "--set=baseline.space=latent", "--set=de
 BUDGET = [f"--set={s}.train.total_nimg=64" for s in ("embedder", "prior", "decoder", "baseline")]
 
 
-def _blobs(n=32, size=16) -> np.ndarray:
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    images = np.zeros((n, size, size, 3), np.uint8)
-    for img in images:  # a coloured disc on a dark background
-        cx, cy = rng.integers(4, size - 4, 2)
-        img[:] = rng.integers(0, 40, 3)
-        img[(xx - cx) ** 2 + (yy - cy) ** 2 < rng.integers(9, 30)] = rng.integers(80, 255, 3)
-    return images
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("latent")
-    np.savez(root / "blobs.npz", images=_blobs())
+    np.savez(root / "blobs.npz", images=blob_array())
     run = root / "run"
     first = [str(run), "--preset", "tiny", "--no-progress", f"--set=data.source={root / 'blobs.npz'}", *LATENT,
              *BUDGET]  # fmt: skip
@@ -74,7 +64,7 @@ def test_latent_stages_sample_decoded_images_of_the_datasets_shape(run, tmp_path
 
 def test_inversion_goes_through_the_encoder_and_decoding_reconstructs(run):
     pipe = load_pipeline(run)
-    images = torch.from_numpy(_blobs()[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    images = torch.from_numpy(blob_array()[:4]).permute(0, 3, 1, 2).float() / 127.5 - 1
     y, x_T = invert(pipe, images, num_steps=20, fixed_point_iters=2)
     assert x_T.shape == (4, 3, 4, 4)  # the latent's shape
     through_ae = pipe.latent_space.decode(pipe.latent_space.encode(images))
@@ -107,7 +97,9 @@ def test_errors_name_the_field(run, tmp_path):
 def test_cli_latent_file_of_a_latent_decoder_is_accepted(run, tmp_path, capsys):
     from vcdm.data import save_images
 
-    pngs = [str(p) for p in save_images(torch.from_numpy(_blobs()[:1]).permute(0, 3, 1, 2), tmp_path, ["a"])]
+    pngs = [
+        str(p) for p in save_images(torch.from_numpy(blob_array()[:1]).permute(0, 3, 1, 2), tmp_path, ["a"])
+    ]
     assert main(["edit", "invert", str(run), *pngs, "--steps", "8", "--out", str(tmp_path / "inv")]) == 0
     latent = tmp_path / "inv" / "latent.safetensors"
     assert main(["edit", "variations", str(run), "--latent", str(latent), "--num", "2",
@@ -134,7 +126,7 @@ def test_cli_inpaint_with_a_latent_palette_model_or_repaint_on_a_latent_decoder(
     from vcdm.data import save_images
     from vcdm.data.images import load_pngs
 
-    image = save_images(torch.from_numpy(_blobs()[:1]).permute(0, 3, 1, 2), tmp_path, ["a"])[0]
+    image = save_images(torch.from_numpy(blob_array()[:1]).permute(0, 3, 1, 2), tmp_path, ["a"])[0]
     mask = np.zeros((16, 16), np.uint8)
     mask[4:10, 6:12] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
@@ -155,7 +147,7 @@ def cascade(tmp_path_factory):
     """A cascade whose top is latent: a pixel baseline at 8x8, a latent upsampler 8 -> 16 on an f = 2 autoencoder
     (8x8 latents: the low-res image beside them at equal size, as in LDM-SR)."""
     root = tmp_path_factory.mktemp("latent-cascade")
-    np.savez(root / "blobs.npz", images=_blobs())
+    np.savez(root / "blobs.npz", images=blob_array())
     run = root / "run"
     first = [str(run), "--preset", "tiny", "--no-progress", f"--set=data.source={root / 'blobs.npz'}",
              "--set=autoencoder.net.factor=2", *AE, "--set=baseline.image_size=8",

@@ -5,7 +5,7 @@ import io
 import time
 
 import pytest
-from stages.test_clip import _captioned
+from fake_data import captioned
 from text.test_text_to_image import text_cfg
 
 from vcdm import pngmeta
@@ -19,7 +19,7 @@ from vcdm.serve import create_app  # noqa: E402
 
 @pytest.fixture(scope="module")
 def text_run(tmp_path_factory):
-    path, data, cfg = tmp_path_factory.mktemp("serve_text") / "captions", _captioned(), text_cfg()
+    path, data, cfg = tmp_path_factory.mktemp("serve_text") / "captions", captioned(), text_cfg()
     train_stage("clip", path, cfg, data, progress=False)
     compute_embeddings(path, cfg, data, progress=False)
     for stage in ("prior", "decoder"):

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from fake_data import blobs
 
 from vcdm.cli import main
 from vcdm.config import apply_overrides, preset, to_dict
@@ -20,16 +21,8 @@ SMALL = ["autoencoder.net.base_channels=8", "autoencoder.net.latent_channels=2",
          "autoencoder.train.total_nimg=32", "autoencoder.disc_start_nimg=16", "autoencoder.disc_channels=8"]  # fmt: skip
 
 
-def _blobs(n=24, size=16, seed=0) -> ImageData:
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    images = torch.zeros(n, 3, size, size, dtype=torch.uint8)
-    for i in range(n):
-        cx, cy = torch.randint(4, size - 4, (2,), generator=g).tolist()
-        images[i] = torch.randint(0, 40, (3, 1, 1), generator=g, dtype=torch.uint8)
-        images[i][:, (xx - cx) ** 2 + (yy - cy) ** 2 < 12] = torch.randint(80, 255, (3, 1), generator=g,
-                                                                           dtype=torch.uint8)  # fmt: skip
-    return ImageData(images, None, (), "blobs")
+def _blobs(n: int = 24, size: int = 16) -> ImageData:
+    return blobs(n, size, radius2=12)  # discs of one size
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
+from fake_data import blobs
 
-from stages.test_upsampler import _blobs  # the RGB discs the upsampler tests train on
 from vcdm.config import apply_overrides, preset
 from vcdm.data import ImageData
 from vcdm.data.masks import fixed_masks
@@ -16,7 +16,7 @@ from vcdm.stages.palette import luma, palette_condition
 
 @pytest.fixture(scope="module")
 def data():
-    return _blobs(n=32, size=16)
+    return blobs(n=32, size=16)
 
 
 def _cfg(task="inpaint", *overrides):

@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import pytest
 import torch
+from fake_data import blobs
 
 from vcdm.config import ConditioningAugment, apply_overrides, preset
-from vcdm.data import ImageData, resize_images
+from vcdm.data import resize_images
 from vcdm.errors import VcdmError
 from vcdm.stages import build_from_meta, load_model, resolve_for_data, train_stage
 from vcdm.stages.upsampler import (
@@ -22,22 +23,9 @@ from vcdm.stages.upsampler import (
 )
 
 
-def _blobs(n=32, size=16, seed=0) -> ImageData:
-    """Smooth RGB images (a coloured disc on a dark background) with 2 classes."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
-    images = torch.zeros(n, 3, size, size, dtype=torch.uint8)
-    for i in range(n):
-        cx, cy = torch.randint(4, size - 4, (2,), generator=g).tolist()
-        disc = (xx - cx) ** 2 + (yy - cy) ** 2 < torch.randint(9, 30, (1,), generator=g).item()
-        images[i] = torch.randint(0, 40, (3, 1, 1), generator=g, dtype=torch.uint8)
-        images[i][:, disc] = torch.randint(80, 255, (3, 1), generator=g, dtype=torch.uint8)
-    return ImageData(images, torch.arange(n) % 2, ("a", "b"), "blobs")
-
-
 @pytest.fixture(scope="module")
 def data():
-    return _blobs()
+    return blobs()
 
 
 def _cfg(*overrides):
