@@ -7,7 +7,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from stages.test_clip import _captioned
+from fake_data import captioned
 from text.test_text_to_image import text_cfg
 
 from vcdm.data import ImageData
@@ -16,7 +16,7 @@ from vcdm.stages import compute_embeddings, train_stage
 
 def _labelled() -> ImageData:
     """The captioned shapes, labelled by colour (the evaluation classifier needs labels)."""
-    d = _captioned()
+    d = captioned()
     colours = sorted({c.split()[0] for c in d.captions})
     labels = torch.tensor([colours.index(c.split()[0]) for c in d.captions])
     return ImageData(d.images, labels, tuple(colours), "shapes", d.captions)

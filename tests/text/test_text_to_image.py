@@ -4,7 +4,7 @@ on the run's embeddings."""
 
 import pytest
 import torch
-from stages.test_clip import _captioned
+from fake_data import captioned
 
 from vcdm.config import SampleConfig, apply_overrides, preset
 from vcdm.errors import VcdmError
@@ -32,7 +32,7 @@ def text_cfg(*overrides):
 
 @pytest.fixture(scope="module")
 def data():
-    return _captioned()
+    return captioned()
 
 
 @pytest.fixture(scope="module")
