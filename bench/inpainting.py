@@ -45,7 +45,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # idle OpenMP threads sleep (see bench/unet_speed.py)
@@ -64,7 +64,7 @@ from vcdm.editing import (  # noqa: E402
     walk_steps,
 )
 from vcdm.errors import VcdmError, exit_status  # noqa: E402
-from vcdm.eval.scoring import Reference, build_reference, get_classifier, score  # noqa: E402
+from vcdm.eval.scoring import ClassifierExtractor, Reference, build_reference, get_classifier, score  # noqa: E402
 from vcdm.fileio import atomic_write_text  # noqa: E402
 from vcdm.pipeline import Pipeline  # noqa: E402
 from vcdm.quality.benchmark import load_splits  # noqa: E402
@@ -82,6 +82,36 @@ class Row:
     consistency: float | None
     seconds: float
     colour_error: float | None = None
+
+
+@dataclass
+class Evaluation:
+    """The held-out images every method completes, what they are scored against, and the rows so far."""
+
+    held: ImageData  # the held-out originals
+    images: torch.Tensor  # held's images in [-1, 1] (N, C, H, W)
+    masks: torch.Tensor  # 1 on the pixels to fill (N, 1, H, W)
+    extractor: ClassifierExtractor
+    ref: Reference
+    k: int  # precision / recall's neighbours (eval.k)
+    colorizing: bool
+    show: int  # images per row of the figure
+    rows: list[Row] = field(default_factory=list)
+    shown: list[tuple[str, torch.Tensor]] = field(default_factory=list)  # (method, its first `show` outputs)
+
+    def add(self, method: str, nfe: int, out: torch.Tensor, seconds: float) -> None:
+        """Score one method's completions `out` (known pixels must be the originals') and print its row."""
+        images, masks, labels = self.images, self.masks, self.held.labels
+        keep = (masks < 0.5).expand_as(out)
+        assert torch.equal(out[keep], images[keep]), f"{method} changed known pixels"
+        s = score(out, self.extractor, self.ref, k=self.k)
+        cons = None if labels is None else float((self.extractor.predict(out).cpu() == labels).float().mean())
+        err = colour_error(out, images) if self.colorizing else None
+        self.rows.append(Row(method, nfe, hole_psnr(out, images, masks), s["fid"], cons, seconds, err))
+        self.shown.append((method, out[: self.show]))
+        r = self.rows[-1]
+        print(f"  {method}: NFE {nfe} PSNR {r.psnr:.2f} FID {r.fid:.2f} consistency {fmt(cons, '.3f')} "
+              f"({seconds:.1f} s)", flush=True)  # fmt: skip
 
 
 def hole_psnr(out: torch.Tensor, truth: torch.Tensor, masks: torch.Tensor) -> float:
@@ -140,30 +170,16 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
     )
     seeds = list(range(n))
     extractor, _ = get_classifier(train, cfg.eval)
-    ref: Reference = build_reference(extractor, reference, train, held)
-    labels = held.labels
-    rows: list[Row] = []
-    shown: list[tuple[str, torch.Tensor]] = []
-
-    def add(method: str, nfe: int, out: torch.Tensor, seconds: float) -> None:
-        keep = (masks < 0.5).expand_as(out)
-        assert torch.equal(out[keep], images[keep]), f"{method} changed known pixels"
-        s = score(out, extractor, ref, k=cfg.eval.k)
-        cons = None if labels is None else float((extractor.predict(out).cpu() == labels).float().mean())
-        err = colour_error(out, images) if colorizing else None
-        rows.append(Row(method, nfe, hole_psnr(out, images, masks), s["fid"], cons, seconds, err))
-        shown.append((method, out[: args.show]))
-        r = rows[-1]
-        print(f"  {method}: NFE {nfe} PSNR {r.psnr:.2f} FID {r.fid:.2f} consistency {fmt(cons, '.3f')} "
-              f"({seconds:.1f} s)", flush=True)  # fmt: skip
+    ref = build_reference(extractor, reference, train, held)
+    ev = Evaluation(held, images, masks, extractor, ref, cfg.eval.k, colorizing, args.show)
 
     if colorizing:
-        add("grayscale input (no colour)", 0, luma(images).expand_as(images), 0.0)
+        ev.add("grayscale input (no colour)", 0, luma(images).expand_as(images), 0.0)
     else:
         for kind in ("mean", "blur"):
             t0 = time.perf_counter()
             out = fill(images, masks, kind)
-            add(f"fill {kind}", 0, out, time.perf_counter() - t0)
+            ev.add(f"fill {kind}", 0, out, time.perf_counter() - t0)
 
     ensure_palette(run, args.task, train)
     palette = load_palette(run.path)
@@ -174,9 +190,9 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
                                         masks=None if colorizing else masks[i : i + args.batch],
                                         sampler=args.palette_sampler, num_steps=args.palette_steps, guidance=w)
                          for i in range(0, n, args.batch)])  # fmt: skip
-        add(f"palette (guidance {w:g})", nfe * (1 if w == 1 else 2), out, time.perf_counter() - t0)
+        ev.add(f"palette (guidance {w:g})", nfe * (1 if w == 1 else 2), out, time.perf_counter() - t0)
     if colorizing:
-        return finish(args, rows, shown, images, masks, held, extractor, ref, cfg)
+        return finish(args, ev)
 
     pipes = {"baseline": Pipeline.from_run(run.path, "baseline"),
              "decoder": Pipeline.from_run(run.path, "decoder", embedder=True)}  # fmt: skip
@@ -204,27 +220,28 @@ def bench(args: argparse.Namespace) -> tuple[list[Row], dict]:
             single = out if model == "baseline" else single
             label = {"image": "oracle"}.get(y, y) if isinstance(y, str) else "E(single-stage completion)"
             name = f"repaint {model}" + (f" y={label}" if y else "")
-            add(f"{name} ({steps} steps, r={resamplings})", cost, out, time.perf_counter() - t0)
-    return finish(args, rows, shown, images, masks, held, extractor, ref, cfg)
+            ev.add(f"{name} ({steps} steps, r={resamplings})", cost, out, time.perf_counter() - t0)
+    return finish(args, ev)
 
 
-def finish(args, rows, shown, images, masks, held, extractor, ref, cfg) -> tuple[list[Row], dict]:
+def finish(args: argparse.Namespace, ev: Evaluation) -> tuple[list[Row], dict]:
     """Add the floor row, write the figure; (rows, info for the report)."""
-    labels, n, size = held.labels, len(images), images.shape[-1]
-    floor = score(images, extractor, ref, k=cfg.eval.k)
-    rows.append(Row("held-out originals (floor)", 0, None, floor["fid"], None if labels is None else float(
-        (extractor.predict(images).cpu() == labels).float().mean()), 0.0))  # fmt: skip
+    images, held, labels, colorizing = ev.images, ev.held, ev.held.labels, ev.colorizing
+    n, size = len(images), images.shape[-1]
+    floor = score(images, ev.extractor, ev.ref, k=ev.k)
+    ev.rows.append(Row("held-out originals (floor)", 0, None, floor["fid"], None if labels is None else float(
+        (ev.extractor.predict(images).cpu() == labels).float().mean()), 0.0))  # fmt: skip
     out_dir = Path(args.report).parent
     out_dir.mkdir(parents=True, exist_ok=True)
     figure = out_dir / f"{args.task}_{held.source.replace(':', '_')}.png"
-    colorizing = args.task == "colorize"
-    inputs = luma(images).expand_as(images) if colorizing else images * (1 - masks)
-    grid = torch.cat([images[: args.show], inputs[: args.show]] + [x for _, x in shown[int(colorizing) :]])
+    inputs = luma(images).expand_as(images) if colorizing else images * (1 - ev.masks)
+    shown = ev.shown[int(colorizing) :]  # the grayscale input row is the inputs' row
+    grid = torch.cat([images[: args.show], inputs[: args.show]] + [x for _, x in shown])
     save_grid(grid, figure, nrow=args.show)
     names = ["originals", "grayscale inputs" if colorizing else "masked inputs"]
-    info = {"n": n, "size": size, "source": held.source, "figure": figure.name, "extractor": extractor.name,
-            "rows_in_figure": names + [m for m, _ in shown[int(colorizing) :]]}  # fmt: skip
-    return rows, info
+    info = {"n": n, "size": size, "source": held.source, "figure": figure.name, "extractor": ev.extractor.name,
+            "rows_in_figure": names + [m for m, _ in shown]}  # fmt: skip
+    return ev.rows, info
 
 
 def fmt(v: float | None, spec: str) -> str:
