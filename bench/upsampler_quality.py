@@ -150,11 +150,12 @@ class Bench:
         top = self.pipe.upsampler
         if top is None:
             raise VcdmError(f"{args.run}: the pipeline has no upsampler on top of its decoder")
-        self.low, self.size = int(top.meta["low_res"]), top.shape[-1]
+        # out_shape: the upsampled image's (C, H, W), also for an upsampler in latent space (its `shape` is the latent's)
+        self.low, self.size = int(top.meta["low_res"]), top.out_shape[-1]
         self.default_level = float(top.meta["augment"]["sample_sigma"]) if top.meta["net"].get(
             "aug_embedding") else 0.0  # fmt: skip
 
-        data = DataConfig(source=args.source, split="test", image_size=self.size, channels=top.shape[0])
+        data = DataConfig(source=args.source, split="test", image_size=self.size, channels=top.out_shape[0])
         heldout = load_dataset(data)
         num = len(heldout) if args.num is None else min(args.num, len(heldout))
         if num < 2:
