@@ -17,10 +17,6 @@ from vcdm.stages import compute_embeddings, get_kind, load_model, resolve_for_da
 from vcdm.stages.clip import clip_split, evaluate_retrieval, load_clip
 from vcdm.text import heldout_mask
 
-# Still imported from here by tests/text/test_text_to_image.py and tests/bench/test_text_to_image.py: drop this
-# alias once they import fake_data.captioned.
-_captioned = captioned
-
 
 def _cfg(*overrides):
     return apply_overrides(preset("tiny"), [
