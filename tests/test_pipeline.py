@@ -3,6 +3,7 @@ tiny networks (weights perturbed so that every input matters)."""
 
 import pytest
 import torch
+from fake_nets import seeded_net
 
 from vcdm.config import SampleConfig
 from vcdm.embedders import EmbeddingStats
@@ -20,15 +21,7 @@ CFG = SampleConfig(num_steps=2, prior_num_steps=2, upsampler_num_steps=2, batch_
 
 
 def _model(meta, seed):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_from_meta(meta)
-    g = torch.Generator().manual_seed(seed + 100)
-    with torch.no_grad():
-        for p in model.parameters():
-            if not p.any():  # zero-initialised output layers and null vectors
-                p.copy_(0.01 * torch.randn(p.shape, generator=g))
-    return model.eval()
+    return seeded_net(lambda: build_from_meta(meta), seed, scale=0.01, noise_seed=seed + 100)
 
 
 def _pipeline(upsampler_condition="none", aug_embedding=True):

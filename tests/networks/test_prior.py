@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from fake_nets import seeded_net
 
 from vcdm.errors import VcdmError
 from vcdm.networks import PriorConfig, PriorTransformer
@@ -14,15 +15,7 @@ TINY = dict(emb_dim=6, width=16, depth=2, heads=2)
 
 def build(seed=0, **overrides) -> PriorTransformer:
     """A tiny prior with its init drawn from `seed` (global RNG left untouched) and zero-inits perturbed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = PriorTransformer(PriorConfig(**{**TINY, **overrides}))
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in net.parameters():
-            if not param.any():  # the zero-initialised output layer and the null token
-                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
-    return net.eval()
+    return seeded_net(lambda: PriorTransformer(PriorConfig(**{**TINY, **overrides})), seed)
 
 
 def inputs(batch=4, emb_dim=6, seed=0):

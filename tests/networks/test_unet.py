@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from fake_nets import seeded_net
 
 from vcdm.errors import VcdmError
 from vcdm.networks import UNet, UNetConfig
@@ -15,15 +16,7 @@ TINY = dict(image_size=8, base_channels=8, channel_mults=(1, 2, 2), attn_heads=2
 
 def build(seed=0, **overrides) -> UNet:
     """A tiny U-Net with its init drawn from `seed` (global RNG left untouched) and zero-inits perturbed."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = UNet(UNetConfig(**{**TINY, **overrides}))
-    generator = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for param in net.parameters():
-            if not param.any():  # zero-initialised output convs and the null vector
-                param.copy_(0.1 * torch.randn(param.shape, generator=generator))
-    return net.eval()
+    return seeded_net(lambda: UNet(UNetConfig(**{**TINY, **overrides})), seed)
 
 
 def inputs(batch=3, size=8, channels=1, seed=0):
