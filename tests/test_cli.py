@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from fake_runs import train_tiny_run
 from PIL import Image
 
 from vcdm.cli import main
@@ -12,13 +13,7 @@ from vcdm.pipeline import Pipeline
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    common = [str(run), "--preset", "tiny", "--no-progress"]
-    assert main(["train", "embedder", *common]) == 0
-    assert main(["embed", *common, "--set", "embedder.aug_copies=1"]) == 0
-    for stage in ("prior", "decoder", "baseline"):
-        assert main(["train", stage, *common]) == 0
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("run"), embed_args=["--set", "embedder.aug_copies=1"])
 
 
 def test_run_directory_layout(run):

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
+from fake_runs import train_tiny_run
 
-from vcdm.cli import main
 from vcdm.cli.edit import add_parser, run
 from vcdm.data import load_mnist, save_images
 from vcdm.data.images import load_pngs
@@ -20,13 +20,7 @@ HAS_CORRECT_HOOK = "correct" in inspect.signature(euler).parameters
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    run_dir = tmp_path_factory.mktemp("run")
-    common = [str(run_dir), "--preset", "tiny", "--no-progress"]
-    assert main(["train", "embedder", *common]) == 0
-    assert main(["embed", *common]) == 0
-    for stage in ("prior", "decoder", "baseline"):
-        assert main(["train", stage, *common]) == 0
-    return run_dir
+    return train_tiny_run(tmp_path_factory.mktemp("run"))
 
 
 @pytest.fixture(scope="module")

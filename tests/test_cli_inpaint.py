@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from fake_runs import train_tiny_run
 from PIL import Image
 
 from vcdm.cli import main
@@ -75,12 +76,9 @@ def test_colorize_needs_a_colorize_model(run_dir, files, tmp_path, capsys):
 
 def test_palette_conditioned_on_y_and_label(files, tmp_path, capsys):
     # a Palette model that also reads y and the class: y embeds the blur-filled input, the class is --label
-    run = tmp_path / "run"
+    # (prior and decoder: load_pipeline loads the two-stage pipeline's prior)
+    run = train_tiny_run(tmp_path / "run", ("prior", "decoder"))
     common = [str(run), "--preset", "tiny", "--no-progress"]
-    assert main(["train", "embedder", *common]) == 0
-    assert main(["embed", *common]) == 0
-    assert main(["train", "prior", *common]) == 0  # load_pipeline loads the two-stage pipeline's prior
-    assert main(["train", "decoder", *common]) == 0
     assert main(["train", "palette", *common, "--set", "palette.condition=embedding+label"]) == 0
     folder, image = files
     argv = [

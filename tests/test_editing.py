@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+from fake_runs import train_tiny_run
 
 from vcdm.cli import main
 from vcdm.config import DiffusionConfig
@@ -43,13 +44,7 @@ needs_correct_hook = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    common = [str(run), "--preset", "tiny", "--no-progress"]
-    assert main(["train", "embedder", *common]) == 0
-    assert main(["embed", *common]) == 0
-    for stage in ("prior", "decoder"):
-        assert main(["train", stage, *common]) == 0
-    return run
+    return train_tiny_run(tmp_path_factory.mktemp("run"), ("prior", "decoder"))
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fake_runs import train_tiny_run
 
 from vcdm.cli import main
 from vcdm.data import save_images
@@ -23,12 +24,7 @@ def test_hole_psnr_reads_only_the_hole(inpainting):
 
 def test_runs_every_method_on_a_tiny_run(inpainting, tmp_path, monkeypatch):
     monkeypatch.setenv("VCDM_CACHE_DIR", str(tmp_path / "cache"))
-    run = tmp_path / "run"
-    common = [str(run), "--preset", "tiny", "--no-progress"]
-    assert main(["train", "embedder", *common]) == 0
-    assert main(["embed", *common]) == 0
-    for stage in ("prior", "decoder", "baseline"):
-        assert main(["train", stage, *common]) == 0
+    run = train_tiny_run(tmp_path / "run")
     report = tmp_path / "out" / "report.md"
     inpainting.main(["--run", str(run), "--num", "8", "--palette-steps", "2", "--repaint", "4:2", "--jump", "2",
                      "--show", "4", "--report", str(report)])  # fmt: skip
