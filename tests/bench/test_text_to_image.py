@@ -8,7 +8,7 @@ import math
 import torch
 import torch.nn.functional as F
 from fake_data import captioned
-from text.test_text_to_image import text_cfg
+from fake_runs import text_cfg
 
 from vcdm.data import ImageData
 from vcdm.stages import compute_embeddings, train_stage

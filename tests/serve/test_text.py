@@ -6,7 +6,7 @@ import time
 
 import pytest
 from fake_data import captioned
-from text.test_text_to_image import text_cfg
+from fake_runs import text_cfg
 
 from vcdm import pngmeta
 from vcdm.stages import compute_embeddings, train_stage

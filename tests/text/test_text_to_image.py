@@ -5,6 +5,7 @@ on the run's embeddings."""
 import pytest
 import torch
 from fake_data import captioned
+from fake_runs import text_cfg
 
 from vcdm.config import SampleConfig, apply_overrides, preset
 from vcdm.errors import VcdmError
@@ -14,20 +15,6 @@ from vcdm.pipeline import Pipeline
 from vcdm.runs import RunDir
 from vcdm.stages import compute_embeddings, load_model, train_stage
 from vcdm.stages.text import TextEncoder, clip_text_shape
-
-TEXT = [
-    "clip.image_size=null", "clip.image.channels=[8,16]", "clip.image.width=32", "clip.text.width=32",
-    "clip.text.depth=1", "clip.text.heads=2", "clip.text.vocab_size=300", "clip.text.context_length=8",
-    "clip.dim=16", "clip.heldout_fraction=0.2", "clip.train.total_nimg=64", "clip.train.batch_size=16",
-    "clip.train.warmup_nimg=16", "embedder.kind=clip-trained", "prior.condition=text",
-    "decoder.condition=embedding+text", "baseline.condition=text", "prior.train.total_nimg=64",
-    "decoder.train.total_nimg=32", "baseline.train.total_nimg=32", "sample.num_steps=3",
-    "sample.prior_num_steps=3", "sample.batch_size=4",
-]  # fmt: skip
-
-
-def text_cfg(*overrides):
-    return apply_overrides(preset("tiny"), [*TEXT, *overrides])
 
 
 @pytest.fixture(scope="module")
