@@ -7,7 +7,7 @@ Run as `.venv/bin/python bench/nfe_study.py --run runs/demo [--stage decoder bas
 It trains nothing. For each stage ("decoder": two-stage, the prior's embeddings drawn once per seed with the
 run's own prior settings and held fixed, so that only the decoder's sampler varies; "baseline": the
 single-stage U-Net) it samples the same seeds with every (sampler, NFE) and with a reference sampler at many
-steps, and scores each set as `vcdm demo` does (vcdm.demo._quality: FID on the evaluation classifier's
+steps, and scores each set as `vcdm demo` does (vcdm.demo.score_arms: FID on the evaluation classifier's
 features against the MNIST test split; the held-out valid split as the floor). All rows of a stage share
 seeds, hence starting noise (vcdm.seeding), so they differ only by the sampler. Steps for a target NFE: N for
 one-evaluation-per-step samplers, (NFE + 1) // 2 for heun (2N - 1 evaluations); the NFE column is counted by
@@ -110,7 +110,7 @@ class Study:
 
 
 def evaluation(run: Path, num: int) -> dict:
-    """The demo's evaluation (vcdm.demo._quality) for `num` samples: classifier, reference, held-out floor."""
+    """The demo's evaluation (vcdm.demo.score_arms) for `num` samples: classifier, reference, held-out floor."""
     from vcdm.data import load_dataset, load_mnist
     from vcdm.eval.scoring import build_reference, get_classifier, score
     from vcdm.runs import RunDir

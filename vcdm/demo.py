@@ -84,15 +84,15 @@ def run_demo(
         log(f"wrote {out / file} ({n_eval} samples in {sampling[name]:.1f} s)")
 
     measured = cfg.data.source == "mnist" and "baseline" in samples
-    quality = _quality(cfg, data, samples, progress) if measured else None
-    knn = _embedder_knn(out, cfg)
+    quality = score_arms(cfg, data, samples, progress) if measured else None
+    knn = embedder_knn(out, cfg)
     report = _report(out, cfg, data, sampling, knn, n_eval, quality, time.perf_counter() - t_start)
     atomic_write_text(run.report, report)
     log(f"wrote {run.report}")
     return run.report
 
 
-def _quality(cfg: RunConfig, data, samples: dict, progress: bool) -> dict:
+def score_arms(cfg: RunConfig, data, samples: dict, progress: bool) -> dict:
     """FID / precision / recall / class histogram / near copies of each sample set on classifier features."""
     from vcdm.eval.scoring import build_reference, classifier_accuracy, get_classifier, score
 
@@ -131,7 +131,7 @@ def _quality_lines(q: dict | None, n: int) -> list[str]:
     return lines
 
 
-def _embedder_knn(out: Path, cfg: RunConfig) -> float | None:
+def embedder_knn(out: Path, cfg: RunConfig) -> float | None:
     """k-NN digit accuracy of the embeddings (labels used only for this check), or None if not applicable."""
     if cfg.data.source != "mnist" or cfg.embedder.kind == "precomputed":
         return None
