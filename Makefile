@@ -48,6 +48,6 @@ clean:
 	rm -rf $(VENV) runs .pytest_cache
 
 # Text to image on 32x32 emoji, the DALL-E 2 way (CLIP, text prior, embedding+text decoder), then a grid of
-# docs/text/prompts.txt (seen and unseen captions); about 45 min on 2 idle cores (estimated, see docs/text).
+# docs/text/prompts.txt (seen and unseen captions); 34.9 min measured on 2 cores (README).
 demo-emoji-text: emoji-data
 	$(BIN)/vcdm demo --preset emoji-text --out runs/emoji-text
