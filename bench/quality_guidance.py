@@ -30,7 +30,7 @@ from vcdm.errors import VcdmError  # noqa: E402
 from vcdm.eval.diagnostics import relative_change  # noqa: E402
 from vcdm.eval.scoring import score  # noqa: E402
 from vcdm.fileio import atomic_write_text  # noqa: E402
-from vcdm.quality import ARMS, load_splits, prepare_evaluation, sample_arm  # noqa: E402
+from vcdm.quality import ARMS, load_splits, prepare_evaluation, sample_arm, select_arms  # noqa: E402
 
 SINGLE = ARMS[0]
 
@@ -56,7 +56,7 @@ def scan(out: Path, weights: list[float], seed: int) -> list[dict]:
         if ev is None:  # every replicate shares the data, the classifier and the reference
             splits = load_splits(cfg, len(params["seeds"]), params["n"], params["reference"])
             ev = prepare_evaluation(splits, cfg, progress=False)
-        for arm in ARMS:
+        for arm in select_arms(params.get("arms")):  # the arms the benchmark ran (`--arms`)
             for w in [1.0] if arm is SINGLE else weights:
                 s = replace(cfg.sample, guidance=w)
                 images, _, t = sample_arm(rep / arm.key, arm, seed, params["n"], s, ev.ref.num_classes)

@@ -4,9 +4,11 @@ import argparse
 import json
 import math
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
+import torch
 
 from vcdm.cli.bench import add_parser, run
 from vcdm.config import preset
@@ -18,6 +20,7 @@ from vcdm.quality import (
     load_splits,
     run_quality_benchmark,
     scale_budgets,
+    select_arms,
     summarize,
     with_train_seed,
 )
@@ -229,3 +232,50 @@ def test_guidance_scan_reuses_the_trained_arms_and_reproduces_their_scores(bench
         assert fid == pytest.approx(data[f"final/{arm.key}/0"]["fid"], abs=0.01)
     scanned = {(r["arm"], r["w"]): r["fid"] for r in map(json.loads, capsys.readouterr().err.splitlines())}
     assert scanned[("(c) class-conditional", 3.0)] != scanned[("(c) class-conditional", 1.0)]  # guidance acts
+
+
+def test_arms_option_runs_only_a_and_b_and_says_so(tmp_path, monkeypatch):
+    monkeypatch.setenv("VCDM_CACHE_DIR", str(tmp_path / "cache"))
+    out = tmp_path / "ab"
+    args = ["--preset", "tiny", "--scale", "0.5", "--seeds", "0", "--num-samples", "12", "--reference-size", "128",
+            "--budgets", "1", "--no-progress", "--train-seeds", "3", "4", "--arms", "two_stage", "single"]  # fmt: skip
+    run(parse(["bench", "quality", "--out", str(out), *args]))
+    for ts in (3, 4):
+        sub = out / f"train_seed_{ts}"
+        assert sorted(p.name for p in sub.iterdir() if p.is_dir()) == ["single", "two_stage"]
+        data = json.loads((sub / "results.json").read_text())
+        assert data["params"]["arms"] == ["single", "two_stage"]
+        assert not any(k.startswith(("final/class", "timing/class")) for k in data)
+        report = (sub / "report.md").read_text()
+        assert "(c) and (d) not run" in report and "nan%" not in report
+        assert "![two_stage](samples_two_stage.png) |" in report and "samples_class" not in report
+    summary = (out / "report.md").read_text()
+    assert "(c) and (d) not run" in summary and "nan%" not in summary and "(c) FID" not in summary
+    assert "class_two_stage_vs_class" not in json.loads((out / "summary.json").read_text())
+
+
+def test_select_arms_names_the_allowed_values():
+    assert [a.key for a in select_arms(["class", "single", "two_stage"])] == ["single", "two_stage", "class"]
+    assert select_arms(None) == ARMS
+    with pytest.raises(VcdmError, match="allowed: single, two_stage, class, class_two_stage"):
+        select_arms(["single", "two_stage", "three_stage"])
+    with pytest.raises(VcdmError, match="missing: two_stage"):
+        select_arms(["single", "class"])
+
+
+def test_emoji_splits_train_on_the_whole_training_split_and_hold_out_its_test_split(monkeypatch):
+    from fake_data import blobs
+
+    import vcdm.quality.benchmark as qb
+
+    sets = {"train": blobs(40, seed=1), "test": blobs(30, seed=2)}
+    monkeypatch.setattr(qb, "load_dataset", lambda d: sets[d.split])
+    cfg = replace(preset("tiny"), data=replace(preset("tiny").data, source="emoji:google", channels=3))
+    s = load_splits(cfg, num_sets=2, n=10, reference_size=25)
+    assert torch.equal(s.train.images, sets["train"].images)  # nothing taken out of training
+    assert len(s.reference) == 25 and len(s.heldout) == 20 and s.n == 10
+    train_rows = {tuple(x.flatten().tolist()) for x in sets["train"].images}
+    assert {tuple(x.flatten().tolist()) for x in s.reference.images} <= train_rows
+    test_rows = {tuple(x.flatten().tolist()) for x in sets["test"].images}
+    assert {tuple(x.flatten().tolist()) for x in s.heldout.images} <= test_rows
+    assert torch.equal(load_splits(cfg, 2, 10, 25).heldout.images, s.heldout.images)  # a fixed choice

@@ -20,6 +20,7 @@ EXAMPLES = """examples:
   vcdm bench quality --scale 0.25 --num-samples 500   # a quick look: a quarter of every budget
   vcdm bench quality --train-seeds 0 1 2              # every arm trained 3 times: the spread over training
   vcdm bench quality --data images/ --scale 8         # your labelled data, larger budgets (a GPU)
+  vcdm bench quality --data emoji --preset emoji --arms single two_stage   # (a) vs (b) only, on RGB emoji
   vcdm bench quality --set decoder.net.base_channels=32 --set baseline.net.base_channels=32"""
 
 
@@ -42,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    "along the way (default: 0.125 0.25 0.5 1)")  # fmt: skip
     p.add_argument("--reference-size", type=int, metavar="N",
                    help="FID reference images (default: the whole reference split, at most 10,000)")  # fmt: skip
+    p.add_argument("--arms", nargs="+", metavar="ARM",
+                   help="the arms to train and score (default: all four): single and two_stage (required), class "
+                   "and class_two_stage (optional; they double the training), e.g. --arms single two_stage")  # fmt: skip
     p.add_argument("--force", action="store_true", help="start over in an --out that holds another config")
     p.add_argument("--preset", help="start from a named config (mnist, tiny) instead of the benchmark's own")
     p.add_argument("--config", metavar="FILE", help="start from a JSON config file")
@@ -78,6 +82,6 @@ def run(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     report = run_quality_benchmark(args.out, cfg, scale=args.scale, seeds=args.seeds, train_seeds=args.train_seeds,
                                    data_path=args.data, num_samples=args.num_samples, budget_fractions=args.budgets,
-                                   reference_size=args.reference_size, force=args.force,
+                                   reference_size=args.reference_size, arms=args.arms, force=args.force,
                                    progress=not args.no_progress)  # fmt: skip
     print(f"quality benchmark finished in {(time.perf_counter() - t0) / 60:.1f} min; see {report}")

@@ -20,7 +20,16 @@ this, beside config.json, summary.json and a summary report.md):
     report.md, fid_vs_budget.png, samples_<arm>.png
 """
 
-from vcdm.quality.arms import ARMS, GOAL, Arm, arm_config, quality_config, scale_budgets, with_train_seed
+from vcdm.quality.arms import (
+    ARMS,
+    GOAL,
+    Arm,
+    arm_config,
+    quality_config,
+    scale_budgets,
+    select_arms,
+    with_train_seed,
+)
 from vcdm.quality.benchmark import (
     Evaluation,
     image_seeds,
@@ -44,6 +53,7 @@ __all__ = [
     "run_quality_benchmark",
     "sample_arm",
     "scale_budgets",
+    "select_arms",
     "summarize",
     "summarize_replicates",
     "with_train_seed",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from vcdm.config import DecoderStage, RunConfig, preset
@@ -34,6 +35,22 @@ ARMS = (
 SINGLE, TWO, CLASS, CLASS_TWO = ARMS
 ORACLE, FLOOR = "oracle", "floor"
 GOAL = -0.40  # the project's target: two-stage FID at least 40% below single-stage
+
+
+def select_arms(keys: Sequence[str] | None) -> tuple[Arm, ...]:
+    """The arms named by `keys` (None: all four), in the benchmark's order. (a) and (b) are always in: they
+    are the comparison the benchmark exists for; (c) and (d) need labels and double the training."""
+    if keys is None:
+        return ARMS
+    known = {arm.key: arm for arm in ARMS}
+    unknown = sorted(set(keys) - set(known))
+    if unknown:
+        raise VcdmError(f"unknown arm(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(known)}")
+    missing = [k for k in (SINGLE.key, TWO.key) if k not in keys]
+    if missing:
+        raise VcdmError(f"arms must include {SINGLE.key} and {TWO.key} (the comparison itself); missing: "
+                        f"{', '.join(missing)}")  # fmt: skip
+    return tuple(arm for arm in ARMS if arm.key in keys)
 
 
 def quality_config() -> RunConfig:

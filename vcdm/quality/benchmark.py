@@ -29,7 +29,6 @@ from vcdm.eval.scoring import (
 from vcdm.fileio import atomic_write_text
 from vcdm.pipeline import Pipeline
 from vcdm.quality.arms import (
-    ARMS,
     CLASS,
     CLASS_TWO,
     FLOOR,
@@ -41,6 +40,7 @@ from vcdm.quality.arms import (
     check_fair,
     quality_config,
     scale_budgets,
+    select_arms,
     with_train_seed,
 )
 from vcdm.quality.report import write_report, write_summary
@@ -58,13 +58,22 @@ class Splits:
 
 
 def load_splits(cfg: RunConfig, num_sets: int, n: int, reference_size: int | None = None) -> Splits:
-    """Training, reference and held-out images: the embedded MNIST's splits, else a fixed split of the data."""
+    """Training, reference and held-out images: the embedded MNIST's splits; for emoji, the training split
+    (trained on, and the FID reference, as CIFAR-10's FID is taken against its training set) and the held-out
+    test split (names never trained on: the floor, the oracle's embeddings, memorisation); else a fixed split
+    of the data."""
     d = cfg.data
     if d.source == "mnist":
         opts = {"image_size": d.image_size, "channels": d.channels}
         train = load_dataset(d)
         reference = load_mnist(cfg.eval.reference_split, limit=reference_size, **opts)
         heldout = load_mnist(cfg.eval.heldout_split, limit=num_sets * n, **opts)
+    elif d.source.split(":")[0] == "emoji":
+        train = load_dataset(d)
+        heldout = load_dataset(replace(d, split="test"))
+        pick = torch.Generator().manual_seed(0x5EED)  # even mixes of names, categories and vendors
+        heldout = heldout.subset(torch.randperm(len(heldout), generator=pick))
+        reference = train.subset(torch.randperm(len(train), generator=pick)[: reference_size or 10_000])
     else:
         data = load_dataset(d)
         perm = torch.randperm(len(data), generator=torch.Generator().manual_seed(0x5EED))
@@ -117,6 +126,7 @@ def run_quality_benchmark(
     num_samples: int | None = None,
     budget_fractions: Sequence[float] = (0.125, 0.25, 0.5, 1.0),
     reference_size: int | None = None,
+    arms: Sequence[str] | None = None,
     force: bool = False,
     progress: bool = True,
 ) -> Path:
@@ -139,6 +149,8 @@ def run_quality_benchmark(
             and (b) (and the prior) are scored along the way; the decoders train in increments (the loop
             resumes exactly).
         reference_size: use only the first N reference images (default: the whole split, at most 10k).
+        arms: the arms to train and score, by key (default: all four); "single" and "two_stage" are required,
+            "class" and "class_two_stage" optional (they double the training).
         force: delete an out_dir that holds a benchmark of a different config.
     Returns:
         The report's path.
@@ -149,6 +161,7 @@ def run_quality_benchmark(
     if data_path is not None:
         cfg = replace(cfg, data=replace(cfg.data, source=str(data_path)))
     check_fair(cfg)
+    chosen = select_arms(arms)
     seeds = _seed_list(seeds, "seeds")
     train_seeds = None if train_seeds is None else _seed_list(train_seeds, "training seeds")
     fractions = sorted({float(f) for f in budget_fractions} | {1.0})
@@ -170,7 +183,7 @@ def run_quality_benchmark(
         + (f"; training seeds {train_seeds}" if train_seeds and len(train_seeds) > 1 else ""))  # fmt: skip
     ev = prepare_evaluation(splits, cfg, progress=progress)
     if train_seeds is None or len(train_seeds) == 1:
-        _run_replicate(out, cfg, ev, seeds, fractions, progress)
+        _run_replicate(out, cfg, ev, seeds, fractions, chosen, progress)
         return out / "report.md"
     replicates = {}
     for ts in train_seeds:
@@ -180,7 +193,7 @@ def run_quality_benchmark(
         if RunDir(sub).config.is_file() and to_dict(load_config(RunDir(sub).config)) != to_dict(cfg_ts):
             raise VcdmError(f"{sub} holds a replicate of another config; pass --force to start over")
         save_config(sub, cfg_ts)
-        replicates[ts] = _run_replicate(sub, cfg_ts, ev, seeds, fractions, progress)
+        replicates[ts] = _run_replicate(sub, cfg_ts, ev, seeds, fractions, chosen, progress)
     info = {**ev.info, "seconds": time.perf_counter() - t_start}
     return write_summary(out, cfg, replicates, info)
 
@@ -213,13 +226,13 @@ def prepare_evaluation(splits: Splits, cfg: RunConfig, *, progress: bool = True)
 
 
 def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], fractions: list[float],
-                   progress: bool) -> dict[str, Any]:  # fmt: skip
-    """Train, sample and score the four arms of one training replicate in `out`; returns its results."""
+                   arms: tuple[Arm, ...], progress: bool) -> dict[str, Any]:  # fmt: skip
+    """Train, sample and score the arms of one training replicate in `out`; returns its results."""
     t_start = time.perf_counter()
     splits, extractor, ref, log = ev.splits, ev.extractor, ev.ref, dist.print0
     n, train, k = splits.n, splits.train, cfg.eval.k
     params = {"seeds": seeds, "n": n, "fractions": fractions, "reference": len(splits.reference),
-              "data": train.source, "train": len(train)}  # fmt: skip
+              "data": train.source, "train": len(train), "arms": [arm.key for arm in arms]}  # fmt: skip
     res = _Results(out / "results.json", params)
 
     def evaluate(key: str, images: torch.Tensor, memo: bool = False) -> dict[str, Any]:
@@ -234,9 +247,9 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], 
         return sorted({max(1, round(total * f / batch)) * batch for f in fractions})
 
     # ---- (b)'s embedder, embeddings and prior (trained in increments, scored at each) ----
-    runs = {arm.key: out / arm.key for arm in ARMS}
-    cfgs = {arm.key: arm_config(cfg, arm) for arm in ARMS}
-    for arm in ARMS:
+    runs = {arm.key: out / arm.key for arm in arms}
+    cfgs = {arm.key: arm_config(cfg, arm) for arm in arms}
+    for arm in arms:
         save_config(runs[arm.key], cfgs[arm.key])
     run_b, cfg_b = runs[TWO.key], cfgs[TWO.key]
     if cfg.embedder.kind == "learned" and not stage_done(run_b / "embedder", cfg.embedder.train.total_nimg):
@@ -278,22 +291,24 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], 
                 images = sample_arm(runs[arm.key], arm, seeds[0], n, cfg.sample, train.num_classes)[0]
                 log(f"{arm.title} at {budget} images: FID {evaluate(key, images)['fid']:.3f}")
 
-    # ---- (c), and (d) with its class-conditional prior ----
+    # ---- (c), and (d) with its class-conditional prior, when chosen ----
     full = cfg.decoder.train.total_nimg
-    _train_decoder_to(runs[CLASS.key], cfgs[CLASS.key], CLASS, train, full, progress)
-    run_d = runs[CLASS_TWO.key]
-    if not RunDir(run_d).embeddings.is_file():
-        shutil.copyfile(RunDir(run_b).embeddings, RunDir(run_d).embeddings)
-    if not stage_done(run_d / "prior", cfg.prior.train.total_nimg):
-        train_stage("prior", run_d, cfgs[CLASS_TWO.key], train, progress=progress, save_config=False)
-    _train_decoder_to(run_d, cfgs[CLASS_TWO.key], CLASS_TWO, train, full, progress)
+    if CLASS in arms:
+        _train_decoder_to(runs[CLASS.key], cfgs[CLASS.key], CLASS, train, full, progress)
+    if CLASS_TWO in arms:
+        run_d = runs[CLASS_TWO.key]
+        if not RunDir(run_d).embeddings.is_file():
+            shutil.copyfile(RunDir(run_b).embeddings, RunDir(run_d).embeddings)
+        if not stage_done(run_d / "prior", cfg.prior.train.total_nimg):
+            train_stage("prior", run_d, cfgs[CLASS_TWO.key], train, progress=progress, save_config=False)
+        _train_decoder_to(run_d, cfgs[CLASS_TWO.key], CLASS_TWO, train, full, progress)
 
     # ---- final evaluation: every arm, the oracle and the floor, on every seed set ----
     for j, seed in enumerate(seeds):
         rows = slice(j * n, (j + 1) * n)
         if res.get(f"final/{FLOOR}/{seed}") is None:
             evaluate(f"final/{FLOOR}/{seed}", splits.heldout.as_float(rows), memo=j == 0)
-        for arm in ARMS:
+        for arm in arms:
             key = f"final/{arm.key}/{seed}"
             if res.get(key) is not None:
                 continue

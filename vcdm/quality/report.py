@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 from vcdm.config import RunConfig
 from vcdm.eval import diagnostics as dg
 from vcdm.fileio import atomic_write_text
-from vcdm.quality.arms import ARMS, CLASS, CLASS_TWO, FLOOR, GOAL, ORACLE, SINGLE, TWO
+from vcdm.quality.arms import CLASS, CLASS_TWO, FLOOR, GOAL, ORACLE, SINGLE, TWO, Arm, select_arms
 from vcdm.runs import num_params, read_meta
 
 _ROWS = ((FLOOR, "real held-out images (floor)"), (SINGLE.key, SINGLE.title), (TWO.key, TWO.title),
@@ -26,9 +27,12 @@ def _row_stats(records: dict[str, list[dict[str, float]]]) -> dict[str, dict[str
 
 
 def _changes(fid: dict[str, float], per: dict[str, list[float]]) -> dict[str, Any]:
-    """Relative FID changes of (b) vs (a) and (d) vs (c), and the oracle share, from row mean FIDs."""
+    """Relative FID changes of (b) vs (a) and (d) vs (c) (of the pairs whose arms ran), and the oracle share,
+    from row mean FIDs."""
     out: dict[str, Any] = {}
     for new, base in _PAIRS:
+        if fid[new] != fid[new] or fid[base] != fid[base]:  # NaN: an arm not chosen (`--arms`)
+            continue
         out[f"{new}_vs_{base}"] = {
             "relative": dg.relative_change(fid[new], fid[base]),
             **per[f"{new}_vs_{base}"],
@@ -59,8 +63,8 @@ def summarize_replicates(replicates: dict[int, dict[str, Any]]) -> dict[str, Any
     means = {ts: {name: {f: r[f]["mean"] for f in _FIGURES} for name, r in s["rows"].items()}
              for ts, s in per_rep.items()}  # fmt: skip
     rows = _row_stats({name: [m[name] for m in means.values() if name in m] for name, _ in _ROWS})
-    per = {f"{new}_vs_{base}": {"per_train_seed": [s[f"{new}_vs_{base}"]["relative"] for s in per_rep.values()]}
-           for new, base in _PAIRS}  # fmt: skip
+    per = {f"{new}_vs_{base}": {"per_train_seed": [s[f"{new}_vs_{base}"]["relative"] for s in per_rep.values()
+                                                   if f"{new}_vs_{base}" in s]} for new, base in _PAIRS}  # fmt: skip
     return {"rows": rows, **_changes(_mean_fid(rows), per), "replicates": per_rep}
 
 
@@ -80,6 +84,15 @@ def _table(rows: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _arms(params: dict[str, Any]) -> tuple[Arm, ...]:
+    """The arms a replicate ran (results written before `--arms` existed ran all four)."""
+    return select_arms(params.get("arms"))
+
+
+def _share(x: float) -> str:
+    return "n/a (the oracle does not beat (a))" if math.isnan(x) else f"{x:.2f}"
+
+
 def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
@@ -89,6 +102,7 @@ def write_report(
 ) -> Path:
     """Write report.md and fid_vs_budget.png from the measured figures; returns the report's path."""
     p, s = data["params"], cfg.sample
+    arms = _arms(p)
     summ = summarize(data)
     data = {**data, "summary": summ}
     atomic_write_text(out / "results.json", json.dumps(data, indent=1) + "\n")
@@ -108,14 +122,15 @@ def write_report(
         "",
         *_table(summ["rows"]),
     ]
-    b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ[f"{CLASS_TWO.key}_vs_{CLASS.key}"]
+    b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ.get(f"{CLASS_TWO.key}_vs_{CLASS.key}")
     verdict = "met" if b_a["relative"] <= GOAL else "not met"
+    d_vs_c = (f"(d) vs (c): FID {_pct(d_c['relative'])} (per seed: {', '.join(_pct(x) for x in d_c['per_seed'])})"
+              if d_c else "(c) and (d) not run (`--arms`)")  # fmt: skip
     lines += [
         "",
         f"**(b) vs (a): FID {_pct(b_a['relative'])}** (per seed: {', '.join(_pct(x) for x in b_a['per_seed'])}); "
-        f"the goal of {_pct(GOAL)} or better is {verdict}. (d) vs (c): FID {_pct(d_c['relative'])} (per seed: "
-        f"{', '.join(_pct(x) for x in d_c['per_seed'])}). Oracle share, (FID_a - FID_b) / (FID_a - FID_oracle): "
-        f"{summ['oracle_share']:.2f} (VCDM reports 0.81-0.87).",
+        f"the goal of {_pct(GOAL)} or better is {verdict}. {d_vs_c}. Oracle share, (FID_a - FID_b) / (FID_a - "
+        f"FID_oracle): {_share(summ['oracle_share'])} (VCDM reports 0.81-0.87).",
         "",
     ]
     # FID along the decoders' training, and the prior's Frechet distance along its own.
@@ -164,8 +179,10 @@ def write_report(
         ("prior", TWO, "prior"),
         ("class-conditional prior", CLASS_TWO, "prior"),
     ]
-    stages += [(f"{arm.title} decoder", arm, arm.section) for arm in ARMS]
+    stages += [(f"{arm.title} decoder", arm, arm.section) for arm in arms]
     for title, arm, name in stages:
+        if arm not in arms:
+            continue
         path = runs[arm.key] / name
         meta = read_meta(path)
         if meta is not None:
@@ -174,7 +191,7 @@ def write_report(
                          f"{t['images_per_second']:.0f} |")  # fmt: skip
     lines += ["", f"Sampling {p['n']:,} images (first seed set):", "",
               "| arm | seconds | images/s | prior's share of the time |", "| --- | ---: | ---: | ---: |"]  # fmt: skip
-    for arm in ARMS:
+    for arm in arms:
         t = data.get(f"timing/{arm.key}")
         if t:
             share = f"{t['prior_share']:.1%}" if "prior_share" in t else "-"
@@ -184,8 +201,8 @@ def write_report(
               "a machine shared with other jobs and are only indicative.", "",
               "Every figure is in `results.json`; each arm's run directory holds its config and exported models.",
               "", "## Samples (first 64 of the first seed set)", "",
-              "| " + " | ".join(arm.title for arm in ARMS) + " |", "| --- | --- | --- | --- |",
-              "| " + " | ".join(f"![{arm.key}](samples_{arm.key}.png)" for arm in ARMS) + " |", ""]  # fmt: skip
+              "| " + " | ".join(arm.title for arm in arms) + " |", "| --- " * len(arms) + "|",
+              "| " + " | ".join(f"![{arm.key}](samples_{arm.key}.png)" for arm in arms) + " |", ""]  # fmt: skip
     atomic_write_text(out / "report.md", "\n".join(lines))
     return out / "report.md"
 
@@ -220,25 +237,28 @@ def write_summary(
         "",
         *_table(summ["rows"]),
     ]
-    b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ[f"{CLASS_TWO.key}_vs_{CLASS.key}"]
+    b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ.get(f"{CLASS_TWO.key}_vs_{CLASS.key}")
+    d_vs_c = (f"(d) vs (c): FID {_pct(d_c['relative'])} (per training seed: "
+              f"{', '.join(_pct(x) for x in d_c['per_train_seed'])})" if d_c else "(c) and (d) not run (`--arms`)")  # fmt: skip
+    cd_head, cd_rule = (" (c) FID | (d) FID | (d) vs (c) |", " ---: | ---: | ---: |") if d_c else ("", "")
     lines += [
         "",
         f"**(b) vs (a): FID {_pct(b_a['relative'])}** (per training seed: "
-        f"{', '.join(_pct(x) for x in b_a['per_train_seed'])}); {_verdict(b_a, 'per_train_seed')}. (d) vs (c): FID "
-        f"{_pct(d_c['relative'])} (per training seed: {', '.join(_pct(x) for x in d_c['per_train_seed'])}). Oracle "
-        f"share, (FID_a - FID_b) / (FID_a - FID_oracle): {summ['oracle_share']:.2f} (VCDM reports 0.81-0.87).",
+        f"{', '.join(_pct(x) for x in b_a['per_train_seed'])}); {_verdict(b_a, 'per_train_seed')}. {d_vs_c}. Oracle "
+        f"share, (FID_a - FID_b) / (FID_a - FID_oracle): {_share(summ['oracle_share'])} (VCDM reports 0.81-0.87).",
         "",
         "## Per training seed (means over the sampling seeds)",
         "",
-        "| training seed | (a) FID | (b) FID | (b) vs (a) | oracle FID | (c) FID | (d) FID | (d) vs (c) | report |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        f"| training seed | (a) FID | (b) FID | (b) vs (a) | oracle FID |{cd_head} report |",
+        f"| ---: | ---: | ---: | ---: | ---: |{cd_rule} --- |",
     ]
     for ts, rep in summ["replicates"].items():
         fid = _mean_fid(rep["rows"])
+        cd = (f" {fid[CLASS.key]:.3f} | {fid[CLASS_TWO.key]:.3f} | "
+              f"{_pct(rep[f'{CLASS_TWO.key}_vs_{CLASS.key}']['relative'])} |" if d_c else "")  # fmt: skip
         lines.append(
             f"| {ts} | {fid[SINGLE.key]:.3f} | {fid[TWO.key]:.3f} | {_pct(rep[f'{TWO.key}_vs_{SINGLE.key}']['relative'])} "
-            f"| {fid[ORACLE]:.3f} | {fid[CLASS.key]:.3f} | {fid[CLASS_TWO.key]:.3f} | "
-            f"{_pct(rep[f'{CLASS_TWO.key}_vs_{CLASS.key}']['relative'])} | [report](train_seed_{ts}/report.md) |"
+            f"| {fid[ORACLE]:.3f} |{cd} [report](train_seed_{ts}/report.md) |"
         )
     spread = [summ["rows"][k]["fid"]["std"] for k in (SINGLE.key, TWO.key) if k in summ["rows"]]
     within = [r["rows"][k]["fid"]["std"] for r in summ["replicates"].values() for k in (SINGLE.key, TWO.key)
