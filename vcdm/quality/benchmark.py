@@ -14,6 +14,7 @@ import torch
 
 from vcdm.config import RunConfig, SampleConfig, load_config, to_dict
 from vcdm.data import ImageData, load_dataset, load_mnist, save_grid
+from vcdm.data.emoji import emoji_vendors
 from vcdm.embedders import embed_images
 from vcdm.errors import VcdmError
 from vcdm.eval import diagnostics as dg
@@ -68,7 +69,7 @@ def load_splits(cfg: RunConfig, num_sets: int, n: int, reference_size: int | Non
         train = load_dataset(d)
         reference = load_mnist(cfg.eval.reference_split, limit=reference_size, **opts)
         heldout = load_mnist(cfg.eval.heldout_split, limit=num_sets * n, **opts)
-    elif d.source.split(":")[0] == "emoji":
+    elif emoji_vendors(d.source) is not None:
         train = load_dataset(d)
         heldout = load_dataset(replace(d, split="test"))
         pick = torch.Generator().manual_seed(0x5EED)  # even mixes of names, categories and vendors

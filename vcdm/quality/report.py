@@ -10,7 +10,7 @@ from typing import Any
 from vcdm.config import RunConfig
 from vcdm.eval import diagnostics as dg
 from vcdm.fileio import atomic_write_text
-from vcdm.quality.arms import CLASS, CLASS_TWO, FLOOR, GOAL, ORACLE, SINGLE, TWO, Arm, select_arms
+from vcdm.quality.arms import CLASS, CLASS_TWO, FLOOR, GOAL, ORACLE, SINGLE, TWO, select_arms
 from vcdm.runs import num_params, read_meta
 
 _ROWS = ((FLOOR, "real held-out images (floor)"), (SINGLE.key, SINGLE.title), (TWO.key, TWO.title),
@@ -31,7 +31,7 @@ def _changes(fid: dict[str, float], per: dict[str, list[float]]) -> dict[str, An
     from row mean FIDs."""
     out: dict[str, Any] = {}
     for new, base in _PAIRS:
-        if fid[new] != fid[new] or fid[base] != fid[base]:  # NaN: an arm not chosen (`--arms`)
+        if math.isnan(fid[new]) or math.isnan(fid[base]):  # an arm not chosen (`--arms`)
             continue
         out[f"{new}_vs_{base}"] = {
             "relative": dg.relative_change(fid[new], fid[base]),
@@ -84,11 +84,6 @@ def _table(rows: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _arms(params: dict[str, Any]) -> tuple[Arm, ...]:
-    """The arms a replicate ran (results written before `--arms` existed ran all four)."""
-    return select_arms(params.get("arms"))
-
-
 def _share(x: float) -> str:
     return "n/a (the oracle does not beat (a))" if math.isnan(x) else f"{x:.2f}"
 
@@ -102,7 +97,7 @@ def write_report(
 ) -> Path:
     """Write report.md and fid_vs_budget.png from the measured figures; returns the report's path."""
     p, s = data["params"], cfg.sample
-    arms = _arms(p)
+    arms = select_arms(p.get("arms"))  # results written before `--arms` existed ran all four
     summ = summarize(data)
     data = {**data, "summary": summ}
     atomic_write_text(out / "results.json", json.dumps(data, indent=1) + "\n")
