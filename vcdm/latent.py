@@ -5,8 +5,8 @@ A stage with `space = "latent"` (decoder, baseline, upsampler, Palette) trains o
 means of the run's images under RUN/autoencoder scaled by the export's `scale_factor` s (measured on the training
 set so that z has unit variance: `measure_scale`), and the pipeline decodes its samples, x = D(z / s), before
 anything else sees them. `LatentSpace` is that pair of maps. A latent Palette model reads its condition image as a
-latent too, with the mask on the latent grid (`latent_mask`); a latent upsampler reads the low-res pixels resized
-to the latent grid (LDM-SR). This module imports no config and no stage, so vcdm.config can take
+latent too, with the mask on the latent grid (`latent_mask`); a latent upsampler reads the low-res pixels on the
+latent grid (LDM-SR; pixel-unshuffled where the grid is smaller). This module imports no config and no stage, so vcdm.config can take
 `AutoencoderStage` from it.
 """
 

@@ -239,12 +239,18 @@ def upsampler_component(
     noised at one level, lowres = up(x_lr) + sigma_aug * n with n from (seed, its stream, AUG);
     sigma_aug = SampleConfig.upsampler_aug_sigma, or the export's augment.sample_sigma when that is None. y and a
     as for the decoder (guidance weights them; the low-res image is never dropped). space: the LatentSpace of a
-    latent upsampler (x_lr is then resized to the latent grid, and the pipeline decodes its samples).
+    latent upsampler (x_lr is then brought to the latent grid as in training, and the pipeline decodes its
+    samples).
     """
-    from vcdm.stages.upsampler import lowres_condition
+    from vcdm.stages.upsampler import UNSHUFFLE, UPSAMPLE_MODE, lowres_condition
 
     condition_kind, net, low = meta.get("condition", "none"), meta["net"], int(meta["low_res"])
-    channels, size = net["extra_in_channels"], net["image_size"]  # x_lr's channels; the (latent) grid's side
+    mode = meta.get("upsample", UPSAMPLE_MODE)
+    extra, size = (
+        net["extra_in_channels"],
+        net["image_size"],
+    )  # the condition's channels; the (latent) grid's side
+    channels = extra // (low // size) ** 2 if mode == UNSHUFFLE else extra  # x_lr's
     level = bool(net.get("aug_embedding", False))
     default_sigma = float(meta["augment"]["sample_sigma"]) if level else 0.0
     stream = COMPONENT_STREAMS["upsampler"]
@@ -265,10 +271,10 @@ def upsampler_component(
             raise VcdmError(f"sample.upsampler_aug_sigma must be 0 for an upsampler trained without noise "
                             f"augmentation (upsampler.augment.noise 'none'), got {sigma}")  # fmt: skip
         n = len(seeds)
-        noise = (seeded_randn(seeds, (channels, size, size), stream, AUG, device=device) if sigma > 0
-                 else torch.zeros(n, channels, size, size, device=device))  # fmt: skip
+        noise = (seeded_randn(seeds, (extra, size, size), stream, AUG, device=device) if sigma > 0
+                 else torch.zeros(n, extra, size, size, device=device))  # fmt: skip
         sigmas = torch.full((n,), sigma, device=device)
-        cond = lowres_condition(x_lr.clamp(-1, 1), size, sigmas, noise, level)
+        cond = lowres_condition(x_lr.clamp(-1, 1), size, sigmas, noise, level, mode)
         return cond | _semantic_cond(condition_kind, outputs, labels, n, device)
 
     def settings(cfg: SampleConfig) -> tuple[str, int, float]:

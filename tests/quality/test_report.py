@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -69,6 +70,9 @@ def test_summary_report_lists_every_replicate(tmp_path):
     assert "2 training seeds" in text
     assert "**(b) vs (a): FID -38.7%**" in text and "(per training seed: -49.5%, -25.0%)" in text
     assert "not met by the mean (1 of 2 individually)" in text
+    assert re.search(
+        r"\(d\) vs \(c\): FID [+-]\d+\.\d% \(per training seed: [+-]\d+\.\d%, [+-]\d+\.\d%\)", text
+    )
     rows = [line for line in text.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
     assert len(rows) == 2 and "[report](train_seed_1/report.md)" in rows[1]
     fid_cell = next(x for x in text.splitlines() if x.startswith("| (a) single-stage")).split("|")[2]

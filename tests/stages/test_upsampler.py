@@ -14,6 +14,7 @@ from vcdm.data import resize_images
 from vcdm.errors import VcdmError
 from vcdm.stages import build_from_meta, load_model, resolve_for_data, train_stage
 from vcdm.stages.upsampler import (
+    UNSHUFFLE,
     UpsamplerTask,
     low_res_for,
     lowres_condition,
@@ -219,9 +220,14 @@ def test_latent_upsampler_reads_the_lowres_pixels_on_the_latent_grid(tmp_path, d
     assert (net.image_size, net.in_channels, net.extra_in_channels) == (8, 2, 3)  # latents 2x8x8, x_lr 3x8x8
     x_lr = torch.rand(2, 3, 8, 8) * 2 - 1
     assert torch.equal(upsample_lowres(x_lr, 8), x_lr)  # low_res = H / f: no resize (LDM-SR)
-    small = upsample_lowres(x_lr, 4)  # a latent grid below low_res: antialiased bicubic
+    small = upsample_lowres(x_lr, 4)  # bicubic to a smaller grid: antialiased
     ref = torch.nn.functional.interpolate(x_lr, size=(4, 4), mode="bicubic", antialias=True).clamp(-1, 1)
     assert torch.equal(small, ref)
+    # a latent grid r times below low_res (f = 4: 16 / 4 = 4, low_res 8, r = 2): every pixel, as r^2 channels
+    net = resolve_for_data(_cfg(*LATENT, "autoencoder.net.factor=4"), data, tmp_path).upsampler.net
+    assert (net.image_size, net.in_channels, net.extra_in_channels) == (4, 2, 12)
+    packed = upsample_lowres(x_lr, 4, UNSHUFFLE)
+    assert packed.shape == (2, 12, 4, 4) and torch.equal(torch.nn.functional.pixel_shuffle(packed, 2), x_lr)
     with pytest.raises(VcdmError, match="upsampler.space must be one of"):
         _cfg("upsampler.space=voxel")
 
@@ -241,6 +247,25 @@ def test_latent_upsampler_samples_images_of_the_datas_shape(latent_run, data):
     assert not torch.allclose(pipe.upsample(x_lr[2:3], [0]), out[:1])
     with pytest.raises(VcdmError, match=r"images: expected \(N, 3, 8, 8\)"):
         pipe.upsample(torch.zeros(1, 2, 8, 8), [0])
+
+
+def test_latent_upsampler_on_a_grid_below_low_res_reads_every_lowres_pixel(tmp_path, data):
+    from vcdm.pipeline import Pipeline
+
+    ae = [*AE, "autoencoder.net.factor=4"]
+    train_stage("autoencoder", tmp_path, _cfg(*ae), data, progress=False)
+    train_stage("upsampler", tmp_path, _cfg(*LATENT, *ae), data, progress=False)  # 8x8 pixels, 4x4 latents
+    meta = json.loads((tmp_path / "upsampler" / "model.json").read_text())
+    assert meta["upsample"] == UNSHUFFLE and meta["net"]["extra_in_channels"] == 12
+    pipe = Pipeline.from_run(tmp_path, None, upsampler=True)
+    x_lr = resize_images(data.images[:2], 8).float() / 127.5 - 1
+    out = pipe.upsample(x_lr, [0, 1])
+    assert out.shape == (2, 3, 16, 16)
+    torch.testing.assert_close(pipe.upsample(x_lr[1:], [1]), out[1:])  # a result depends on its seed only
+    # a change to one pixel of x_lr, which a resize to the 4x4 grid would blur away, changes the result
+    nudged = x_lr[:1].clone()
+    nudged[..., 0, 0] = -nudged[..., 0, 0]
+    assert not torch.allclose(pipe.upsample(nudged, [0]), out[:1])
 
 
 def test_latent_upsampler_without_its_autoencoder_is_one_line(latent_run, data, tmp_path):

@@ -78,6 +78,7 @@ def scale_budgets(cfg: RunConfig, scale: float) -> RunConfig:
     return replace(
         cfg,
         embedder=replace(cfg.embedder, train=s(cfg.embedder.train)),
+        clip=replace(cfg.clip, train=s(cfg.clip.train)),
         prior=replace(cfg.prior, train=s(cfg.prior.train)),
         decoder=replace(cfg.decoder, train=s(cfg.decoder.train)),
         baseline=replace(cfg.baseline, train=s(cfg.baseline.train)),
@@ -106,6 +107,7 @@ def with_train_seed(cfg: RunConfig, seed: int) -> RunConfig:
     return replace(
         cfg,
         embedder=replace(cfg.embedder, train=replace(cfg.embedder.train, seed=seed)),
+        clip=replace(cfg.clip, train=replace(cfg.clip.train, seed=seed)),
         prior=replace(cfg.prior, train=replace(cfg.prior.train, seed=seed)),
         decoder=replace(cfg.decoder, train=replace(cfg.decoder.train, seed=seed)),
         baseline=replace(cfg.baseline, train=replace(cfg.baseline.train, seed=seed)),

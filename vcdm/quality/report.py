@@ -92,6 +92,15 @@ def _pct(x: float) -> str:
     return f"{x * 100:+.1f}%"
 
 
+def _d_vs_c(d_c: dict[str, Any] | None, per: str) -> str:
+    """The report's sentence on the class-conditional pair: its FID change and the changes listed under `per`
+    ("per_seed" or "per_train_seed"), or that those arms were not run."""
+    if not d_c:
+        return "(c) and (d) not run (`--arms`)"
+    label = {"per_seed": "seed", "per_train_seed": "training seed"}[per]
+    return f"(d) vs (c): FID {_pct(d_c['relative'])} (per {label}: {', '.join(_pct(x) for x in d_c[per])})"
+
+
 def write_report(
     out: Path, cfg: RunConfig, data: dict[str, Any], runs: dict[str, Path], info: dict[str, Any]
 ) -> Path:
@@ -119,8 +128,7 @@ def write_report(
     ]
     b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ.get(f"{CLASS_TWO.key}_vs_{CLASS.key}")
     verdict = "met" if b_a["relative"] <= GOAL else "not met"
-    d_vs_c = (f"(d) vs (c): FID {_pct(d_c['relative'])} (per seed: {', '.join(_pct(x) for x in d_c['per_seed'])})"
-              if d_c else "(c) and (d) not run (`--arms`)")  # fmt: skip
+    d_vs_c = _d_vs_c(d_c, "per_seed")
     lines += [
         "",
         f"**(b) vs (a): FID {_pct(b_a['relative'])}** (per seed: {', '.join(_pct(x) for x in b_a['per_seed'])}); "
@@ -233,8 +241,7 @@ def write_summary(
         *_table(summ["rows"]),
     ]
     b_a, d_c = summ[f"{TWO.key}_vs_{SINGLE.key}"], summ.get(f"{CLASS_TWO.key}_vs_{CLASS.key}")
-    d_vs_c = (f"(d) vs (c): FID {_pct(d_c['relative'])} (per training seed: "
-              f"{', '.join(_pct(x) for x in d_c['per_train_seed'])})" if d_c else "(c) and (d) not run (`--arms`)")  # fmt: skip
+    d_vs_c = _d_vs_c(d_c, "per_train_seed")
     cd_head, cd_rule = (" (c) FID | (d) FID | (d) vs (c) |", " ---: | ---: | ---: |") if d_c else ("", "")
     lines += [
         "",

@@ -15,8 +15,10 @@ stage trains on, vcdm.data.resize_images), optionally blurred first, and sigma_a
 every image stage; condition dropout marks y / label as null and never touches the low-res image.
 
 In latent space (upsampler.space 'latent', LDM-SR, Rombach et al. 2022) x is the scaled latent E(x_hr) of the
-run's autoencoder (vcdm.latent) and up() resizes x_lr to the latent grid (H / f: no resize when low_res is H / f,
-as in LDM-SR; bicubic, antialiased when it shrinks): the augmentation noise stays on pixel values, its level is
+run's autoencoder (vcdm.latent) and up() brings x_lr to the latent grid H / f: unchanged when low_res is H / f,
+as in LDM-SR; by pixel_unshuffle when the grid is r times smaller (each r x r block of pixels becomes r^2
+channels, so the 32x32 base image reaches a 16x16 latent grid losslessly as 12 channels, where a resize would
+discard three quarters of it); bicubic otherwise. The augmentation noise stays on pixel values, its level is
 given to the network as before, and the pipeline decodes the sample.
 
 A cascade from the command line (data at 64x64, the base stages at 32x32):
@@ -49,29 +51,47 @@ from vcdm.stages.embedder import embedding_dim
 from vcdm.stages.registry import Prepared, StageKind, register
 
 UPSAMPLE_MODE = "bicubic"  # how x_lr is brought to the target size, in training and at sampling
+UNSHUFFLE = "pixel_unshuffle"  # how it reaches a latent grid an integer factor below low_res
 
 
-def upsample_lowres(x_lr: Tensor, size: int) -> Tensor:
-    """Low-res images (B, C, h, w) in [-1, 1] -> (B, C, size, size): bicubic (antialiased where size < h, a latent
-    grid below low_res), clamped to [-1, 1] (bicubic overshoots at edges); float32."""
+def lowres_mode(low: int, size: int) -> str:
+    """How x_lr (low x low) reaches the target grid of side `size`: UNSHUFFLE where the grid is an integer factor
+    r below low (a latent grid: each r x r block of pixels becomes r^2 channels, torch's pixel_unshuffle, so
+    nothing of x_lr is averaged away), else UPSAMPLE_MODE (bicubic; antialiased where it shrinks)."""
+    return UNSHUFFLE if size < low and low % size == 0 else UPSAMPLE_MODE
+
+
+def lowres_channels(channels: int, low: int, size: int, mode: str) -> int:
+    """Channels of the condition made from x_lr with `channels` channels: channels * r^2 for UNSHUFFLE."""
+    return channels * (low // size) ** 2 if mode == UNSHUFFLE else channels
+
+
+def upsample_lowres(x_lr: Tensor, size: int, mode: str = UPSAMPLE_MODE) -> Tensor:
+    """Low-res images (B, C, h, w) in [-1, 1] -> the target grid (B, C', size, size), float32. UPSAMPLE_MODE:
+    bicubic (antialiased where size < h), clamped to [-1, 1] (bicubic overshoots at edges), C' = C; UNSHUFFLE:
+    pixel_unshuffle by h / size, C' = C (h / size)^2 (`lowres_mode`)."""
     x_lr = x_lr.float()
     if x_lr.shape[-2:] == (size, size):
         return x_lr
+    if mode == UNSHUFFLE:
+        return F.pixel_unshuffle(x_lr, x_lr.shape[-1] // size)
     return F.interpolate(x_lr, size=(size, size), mode=UPSAMPLE_MODE, align_corners=False,
                          antialias=size < x_lr.shape[-1]).clamp(-1, 1)  # fmt: skip
 
 
 def lowres_condition(
-    x_lr: Tensor, size: int, sigma_aug: Tensor, noise: Tensor, level: bool
+    x_lr: Tensor, size: int, sigma_aug: Tensor, noise: Tensor, level: bool, mode: str = UPSAMPLE_MODE
 ) -> dict[str, Tensor]:
     """The upsampler's image condition: {"lowres": up(x_lr) + sigma_aug * noise[, "aug_sigma": sigma_aug]}.
 
     Args:
         x_lr: (B, C, h, w) in [-1, 1]. size: the target size. sigma_aug: (B,) levels >= 0.
-        noise: (B, C, size, size) unit Gaussian (unused where sigma_aug is 0: level 0 is deterministic).
+        noise: (B, C', size, size) unit Gaussian, C' = `lowres_channels` (unused where sigma_aug is 0: level 0 is
+            deterministic).
         level: whether the network reads the level (its net.aug_embedding).
+        mode: how x_lr reaches the target size (`upsample_lowres`).
     """
-    up = upsample_lowres(x_lr, size)
+    up = upsample_lowres(x_lr, size, mode)
     sigma = sigma_aug.to(up.device, torch.float32)
     cond = {"lowres": up + sigma.reshape(-1, 1, 1, 1) * noise.to(up.device, torch.float32)}
     if level:
@@ -130,6 +150,7 @@ class UpsamplerTask:
     use_emb: bool = False
     use_label: bool = False
     cond_drop_prob: float = 0.0
+    mode: str = UPSAMPLE_MODE  # how x_lr reaches x0's grid (`lowres_mode`)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         x0, x_lr = batch["image"], batch["lowres"]
@@ -139,9 +160,10 @@ class UpsamplerTask:
         # every draw comes from the loop's generator, in a fixed order: blur, levels, noise, dropout, then the loss's
         x_lr = random_blur(x_lr, aug.blur_prob, aug.blur_sigma, generator)
         sigma_aug = sample_aug_sigma(aug, b, generator)
-        size = x0.shape[-1]  # the latent grid's in latent space: the noise is on the low-res image's channels
-        noise = torch.randn((b, x_lr.shape[1], size, size), generator=generator, device=generator.device)
-        cond = lowres_condition(x_lr, size, sigma_aug, noise, aug.noised)
+        size = x0.shape[-1]  # the latent grid's in latent space: the noise is on the low-res image's values
+        c = lowres_channels(x_lr.shape[1], x_lr.shape[-1], size, self.mode)
+        noise = torch.randn((b, c, size, size), generator=generator, device=generator.device)
+        cond = lowres_condition(x_lr, size, sigma_aug, noise, aug.noised, self.mode)
         cond |= make_cond(batch, self.use_emb, self.use_label) or {}
         cond = drop_condition(cond, self.cond_drop_prob, b, generator)  # sets cond["null"] only
         return denoising_loss(model, x0, cond, generator, self.diffusion)
@@ -167,7 +189,9 @@ def _resolve_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> RunConfi
     size, channels = h, c
     if st.space == "latent" and h % cfg.autoencoder.net.factor == 0:  # else check_upsampler names the field
         size, channels = h // cfg.autoencoder.net.factor, cfg.autoencoder.net.latent_channels
-    net = replace(st.net, image_size=size, in_channels=channels, extra_in_channels=c, emb_dim=emb_dim,
+    low = low_res_for(cfg, h)
+    extra = lowres_channels(c, low, size, lowres_mode(low, size))
+    net = replace(st.net, image_size=size, in_channels=channels, extra_in_channels=extra, emb_dim=emb_dim,
                   num_classes=data.num_classes if st.uses_label else 0, aug_embedding=st.augment.noised)  # fmt: skip
     return replace(cfg, upsampler=replace(st, net=net))
 
@@ -191,10 +215,11 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
     # the low-res inputs are the very images a base stage at low_res trains on
     tensors: dict[str, Tensor] = {"image": data.images, "lowres": data.images_at(low)}
     tensors |= semantic_tensors("upsampler", st, data, run)
+    mode = lowres_mode(low, st.net.image_size)
     meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition,
-            "low_res": low, "upsample": UPSAMPLE_MODE, "augment": to_dict(st.augment)}  # fmt: skip
+            "low_res": low, "upsample": mode, "augment": to_dict(st.augment)}  # fmt: skip
     task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
-                         cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0)  # fmt: skip
+                         cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0, mode=mode)  # fmt: skip
     if st.space == "latent":  # the targets are the high-res images' latents; the low-res images stay pixels
         from vcdm.stages.autoencoder import latent_targets
 
