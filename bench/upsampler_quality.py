@@ -109,6 +109,7 @@ class Row:
     psnr: float | None = None
     ssim: float | None = None
     fid: float | None = None
+    fid_inception: float | None = None  # with --inception
 
 
 def fmt(v: float | None, spec: str) -> str:
@@ -116,13 +117,18 @@ def fmt(v: float | None, spec: str) -> str:
 
 
 def table(rows: list[Row]) -> str:
+    """The markdown table; the Inception FID column only where some row has one (--inception)."""
+    inc = any(r.fid_inception is not None for r in rows)
     lines = [
-        "| method | input | aug level | PSNR (dB) | SSIM | FID | seconds |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| method | input | aug level | PSNR (dB) | SSIM | FID |"
+        + (" FID (Inception) |" if inc else "")
+        + " seconds |",
+        "| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if inc else "") + " ---: |",
     ]
     for r in rows:
+        extra = f" {fmt(r.fid_inception, '.2f')} |" if inc else ""
         lines.append(f"| {r.method} | {r.inputs} | {fmt(r.level, 'g')} | {fmt(r.psnr, '.2f')} | "
-                     f"{fmt(r.ssim, '.4f')} | {fmt(r.fid, '.2f')} | {fmt(r.seconds, '.1f')} |")  # fmt: skip
+                     f"{fmt(r.ssim, '.4f')} | {fmt(r.fid, '.2f')} |{extra} {fmt(r.seconds, '.1f')} |")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -176,6 +182,12 @@ class Bench:
             self.extractor, self.classifier_path = get_classifier(self.train, EvalConfig(), progress=False)
             self.ref = self.extractor.features(self.hr)
             self.accuracy = classifier_accuracy(self.extractor, self.heldout)
+        self.inception = None
+        if args.inception:  # the FID Inception-v3 from a local weights file (see `vcdm fid --inception`)
+            from vcdm.eval import load_extractor
+
+            self.inception = load_extractor("inception", args.inception)
+            self.ref_inception = self.inception.features(self.hr)
 
         s = self.cfg.sample
         self.sample_cfg = replace(
@@ -184,22 +196,27 @@ class Bench:
             upsampler_sampler=args.sampler or s.upsampler_sampler,
         )  # fmt: skip
 
-    def fid(self, images: torch.Tensor) -> float | None:
+    def fid(self, images: torch.Tensor, inception: bool = False) -> float | None:
+        """FID of `images` (quantised to uint8 first) on the classifier's features, or with `inception` on the
+        Inception-v3's; None when that extractor is not in use."""
         from vcdm.eval.fid import fid_from_features
 
-        if self.extractor is None:
+        extractor, ref = (self.inception, getattr(self, "ref_inception", None)) if inception else (
+            self.extractor, getattr(self, "ref", None))  # fmt: skip
+        if extractor is None:
             return None
         x = quantize(images).float() * 2 - 1
-        return fid_from_features(self.extractor.features(x), self.ref)
+        return fid_from_features(extractor.features(x), ref)
 
     def scored(self, r: Row, images: torch.Tensor, truth: bool) -> Row:
         if truth:
             x = quantize(images)
             r.psnr = float(psnr(x, self.hr01).mean())
             r.ssim = float(ssim(x, self.hr01).mean())
-        r.fid = self.fid(images)
+        r.fid, r.fid_inception = self.fid(images), self.fid(images, inception=True)
         print(f"  {r.method} [{r.inputs}, level {fmt(r.level, 'g')}]: PSNR {fmt(r.psnr, '.2f')} SSIM "
-              f"{fmt(r.ssim, '.4f')} FID {fmt(r.fid, '.2f')} ({fmt(r.seconds, '.1f')} s)", flush=True)  # fmt: skip
+              f"{fmt(r.ssim, '.4f')} FID {fmt(r.fid, '.2f')} FID (Inception) {fmt(r.fid_inception, '.2f')} "
+              f"({fmt(r.seconds, '.1f')} s)", flush=True)  # fmt: skip
         return r
 
     def upsample(
@@ -241,7 +258,7 @@ class Bench:
                 up, sec = self.upsample(base, level, emb)
                 rows.append(self.scored(Row("upsampler", "base samples", level, sec), up, False))
 
-        if self.extractor is not None:
+        if self.extractor is not None or self.inception is not None:
             idx = torch.randperm(len(self.train), generator=torch.Generator().manual_seed(self.args.seed))[
                 : self.n
             ]
@@ -266,6 +283,13 @@ def report(b: Bench, rows: list[Row], command: str, wall: float) -> str:
         if b.extractor is not None
         else "FID: not computed (--no-fid)."
     )
+    if b.inception is not None:
+        fid_line += (
+            f" FID (Inception): the same sets on the 2048-d pool3 features of {b.inception.name} (`--inception "
+            f"{a.inception}`; images resized to 299x299 as that network's form does), against the same "
+            f"{b.n} true held-out images. At {b.n} images Inception FID carries a large small-sample bias: compare "
+            "rows with each other, not with published FIDs."
+        )
     base_line = "" if a.no_base else (
         f"Base samples: the run's two-stage samples at {b.low}x{b.low} (prior {c.prior_sampler} {c.prior_num_steps} "
         f"steps, decoder {c.sampler} {c.num_steps} steps, guidance {c.guidance:g}; {b.base_seconds:.1f} s), one "
@@ -307,6 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
     ap.add_argument("--no-base", action="store_true", help="skip the rows on the run's base samples")
     ap.add_argument("--no-fid", action="store_true", help="skip FID (and the classifier)")
+    ap.add_argument("--inception", metavar="FILE", help="also FID on the FID Inception-v3's features, from these "
+                    "local weights (as `vcdm fid --inception`; nothing is downloaded)")  # fmt: skip
     ap.add_argument("--report", default="docs/upsampler/report.md", help="where the table is written")
     args = ap.parse_args(argv)
     t_start = time.perf_counter()

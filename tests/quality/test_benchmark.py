@@ -306,6 +306,7 @@ def test_a_clip_trained_embedder_is_trained_on_the_captions_and_gives_y(tmp_path
     run(parse(["bench", "quality", "--out", str(out), *args]))
     assert (out / "two_stage" / "clip" / "model.safetensors").is_file()
     assert not (out / "two_stage" / "embedder").exists()
+    assert "| CLIP (embedder.kind clip-trained) |" in (out / "report.md").read_text()  # its training time
     data = json.loads((out / "results.json").read_text())
     assert math.isfinite(data["final/two_stage/0"]["fid"]) and math.isfinite(data["final/oracle/0"]["fid"])
     from vcdm.stages import load_embeddings

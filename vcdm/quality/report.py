@@ -179,6 +179,7 @@ def write_report(
               "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
     stages = [
         ("embedder", TWO, "embedder"),
+        ("CLIP (embedder.kind clip-trained)", TWO, "clip"),
         ("prior", TWO, "prior"),
         ("class-conditional prior", CLASS_TWO, "prior"),
     ]
