@@ -34,7 +34,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix vcdm tests bench scripts
 	$(BIN)/ruff format vcdm tests bench scripts
 
-# The RGB emoji cascade demo (two-stage base at 32x32, upsampler to 64x64): about 30 min on 2 idle cores.
+# The RGB emoji cascade demo (a CLIP on the emoji names, two-stage base at 32x32, upsampler to 64x64): 26 min on
+# 2 idle cores in the run the README shows.
 demo-emoji: emoji-data
 	$(BIN)/vcdm demo --preset emoji --out runs/emoji
 
