@@ -175,14 +175,14 @@ class Bench:
         self.labels = self.heldout.labels if self.pipe.class_conditional else None
 
         self.train = load_dataset(replace(data, split="train"))
-        self.extractor = None
+        self.extractor = self.ref = None
         if not args.no_fid:
             print("evaluation classifier (trained once on the training split, ~5 min on 2 CPU cores; cached)",
                   flush=True)  # fmt: skip
             self.extractor, self.classifier_path = get_classifier(self.train, EvalConfig(), progress=False)
             self.ref = self.extractor.features(self.hr)
             self.accuracy = classifier_accuracy(self.extractor, self.heldout)
-        self.inception = None
+        self.inception = self.ref_inception = None
         if args.inception:  # the FID Inception-v3 from a local weights file (see `vcdm fid --inception`)
             from vcdm.eval import load_extractor
 
@@ -201,8 +201,7 @@ class Bench:
         Inception-v3's; None when that extractor is not in use."""
         from vcdm.eval.fid import fid_from_features
 
-        extractor, ref = (self.inception, getattr(self, "ref_inception", None)) if inception else (
-            self.extractor, getattr(self, "ref", None))  # fmt: skip
+        extractor, ref = (self.inception, self.ref_inception) if inception else (self.extractor, self.ref)
         if extractor is None:
             return None
         x = quantize(images).float() * 2 - 1

@@ -52,3 +52,23 @@ def captioned(size: int = 16) -> ImageData:
                 images.append(img)
                 captions.append(f"{colour} {shape}")
     return ImageData(torch.stack(images), None, (), "shapes", captions)
+
+
+TEXT_COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30), "yellow": (230, 210, 20)}
+TEXT_SHAPES = ("heart", "square", "disc")
+
+
+def captioned_shapes(n: int = 48, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Captioned RGB images (N, size, size, 3) uint8 for an .npz: a coloured heart-ish blob, square or disc on
+    white, jittered by up to 2 pixels, captioned "COLOUR SHAPE"; image i is TEXT_COLOURS[i % 4] and
+    TEXT_SHAPES[(i // 4) % 3]."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
+    masks = {"heart": (np.abs(xx) + yy * 0.8) < 5, "square": (np.abs(xx) < 5) & (np.abs(yy) < 5),
+             "disc": xx**2 + yy**2 < 25}  # fmt: skip
+    images, captions = np.full((n, size, size, 3), 255, np.uint8), []
+    for i in range(n):
+        colour, shape = list(TEXT_COLOURS)[i % 4], TEXT_SHAPES[(i // 4) % 3]
+        images[i][np.roll(masks[shape], rng.integers(-2, 3, 2), axis=(0, 1))] = TEXT_COLOURS[colour]
+        captions.append(f"{colour} {shape}")
+    return images, np.array(captions)

@@ -5,13 +5,11 @@ on prompts."""
 
 import numpy as np
 import pytest
+from fake_data import captioned_shapes
 from PIL import Image
 
 from vcdm import pngmeta
 from vcdm.cli import main
-
-COLOURS = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30), "yellow": (230, 210, 20)}
-SHAPES = ("heart", "square", "disc")
 
 SETS = [
     "--set=data.image_size=16", "--set=data.limit=48", "--set=clip.image_size=null",
@@ -24,24 +22,10 @@ SETS = [
 ]  # fmt: skip
 
 
-def _shapes(n: int = 48, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """Captioned RGB images: a coloured heart-ish blob, square or disc on white, captioned "COLOUR SHAPE"."""
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size] - size / 2 + 0.5
-    masks = {"heart": (np.abs(xx) + yy * 0.8) < 5, "square": (np.abs(xx) < 5) & (np.abs(yy) < 5),
-             "disc": xx**2 + yy**2 < 25}  # fmt: skip
-    images, captions = np.full((n, size, size, 3), 255, np.uint8), []
-    for i in range(n):
-        colour, shape = list(COLOURS)[i % 4], SHAPES[(i // 4) % 3]
-        images[i][np.roll(masks[shape], rng.integers(-2, 3, 2), axis=(0, 1))] = COLOURS[colour]
-        captions.append(f"{colour} {shape}")
-    return images, np.array(captions)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("text_cli")
-    images, captions = _shapes()
+    images, captions = captioned_shapes()
     np.savez(root / "shapes.npz", images=images, captions=captions)
     run = root / "run"
     data = f"--set=data.source={root / 'shapes.npz'}"
@@ -122,7 +106,7 @@ def test_clip_guidance_toward_a_caption_with_the_trained_clip(run, tmp_path):
 
 
 def test_text_demo_draws_a_row_per_prompt(tmp_path):
-    images, captions = _shapes()
+    images, captions = captioned_shapes()
     np.savez(tmp_path / "shapes.npz", images=images, captions=captions)
     out = tmp_path / "demo"
     argv = ["demo", "--preset", "tiny", "--out", str(out), "--no-progress", f"--set=data.source={tmp_path / 'shapes.npz'}",

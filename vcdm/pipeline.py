@@ -242,7 +242,7 @@ def upsampler_component(
     latent upsampler (x_lr is then brought to the latent grid as in training, and the pipeline decodes its
     samples).
     """
-    from vcdm.stages.upsampler import UNSHUFFLE, UPSAMPLE_MODE, lowres_condition
+    from vcdm.stages.upsampler import UPSAMPLE_MODE, lowres_channels, lowres_condition
 
     condition_kind, net, low = meta.get("condition", "none"), meta["net"], int(meta["low_res"])
     mode = meta.get("upsample", UPSAMPLE_MODE)
@@ -250,7 +250,7 @@ def upsampler_component(
         net["extra_in_channels"],
         net["image_size"],
     )  # the condition's channels; the (latent) grid's side
-    channels = extra // (low // size) ** 2 if mode == UNSHUFFLE else extra  # x_lr's
+    channels = extra // lowres_channels(1, low, size, mode)  # x_lr's
     level = bool(net.get("aug_embedding", False))
     default_sigma = float(meta["augment"]["sample_sigma"]) if level else 0.0
     stream = COMPONENT_STREAMS["upsampler"]

@@ -284,20 +284,13 @@ def test_emoji_splits_train_on_the_whole_training_split_and_hold_out_its_test_sp
 def test_a_clip_trained_embedder_is_trained_on_the_captions_and_gives_y(tmp_path, monkeypatch):
     """embedder.kind clip-trained: the benchmark trains the CLIP into (b)'s run before embedding, and y (the
     oracle's input too) is its image embeddings."""
+    from fake_data import captioned_shapes
     from fake_runs import TEXT
 
     monkeypatch.setenv("VCDM_CACHE_DIR", str(tmp_path / "cache"))
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:16, :16] - 7.5
-    masks = {"square": (np.abs(xx) < 5) & (np.abs(yy) < 5), "disc": xx**2 + yy**2 < 25, "bar": np.abs(yy) < 2}
-    colours = {"red": (220, 30, 30), "blue": (30, 30, 220), "green": (30, 180, 30)}
-    images, labels, captions = np.full((120, 16, 16, 3), 255, np.uint8), [], []
-    for i in range(120):
-        (shape, mask), (colour, rgb) = list(masks.items())[i % 3], list(colours.items())[(i // 3) % 3]
-        images[i][np.roll(mask, rng.integers(-2, 3, 2), axis=(0, 1))] = rgb
-        labels.append(i % 3)
-        captions.append(f"{colour} {shape}")
-    np.savez(tmp_path / "shapes.npz", images=images, labels=np.array(labels), captions=np.array(captions))
+    images, captions = captioned_shapes(120)
+    labels = (np.arange(120) // 4) % 3  # the shape
+    np.savez(tmp_path / "shapes.npz", images=images, labels=labels, captions=captions)
     clip = [s for s in TEXT if s.startswith(("clip.", "embedder."))]
     sets = [f"--set={s}" for s in [*clip, "data.image_size=16", "data.channels=3"]]
     args = ["--preset", "tiny", "--data", str(tmp_path / "shapes.npz"), "--scale", "0.25", "--seeds", "0",

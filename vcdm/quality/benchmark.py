@@ -256,9 +256,9 @@ def _run_replicate(out: Path, cfg: RunConfig, ev: Evaluation, seeds: list[int], 
     if cfg.embedder.kind == "learned" and not stage_done(run_b / "embedder", cfg.embedder.train.total_nimg):
         train_stage("embedder", run_b, cfg_b, train, progress=progress, save_config=False)
     # y = the image embeddings of a CLIP trained on the training split's captions (DALL-E 2's y)
-    if cfg.embedder.kind == "clip-trained" and cfg.embedder.path is None:
-        if not stage_done(run_b / "clip", cfg.clip.train.total_nimg):
-            train_stage("clip", run_b, cfg_b, train, progress=progress, save_config=False)
+    clip = cfg.embedder.kind == "clip-trained" and cfg.embedder.path is None
+    if clip and not stage_done(run_b / "clip", cfg.clip.train.total_nimg):
+        train_stage("clip", run_b, cfg_b, train, progress=progress, save_config=False)
     if not RunDir(run_b).embeddings.is_file():
         compute_embeddings(run_b, cfg_b, train, progress=progress)
     es = load_embeddings(run_b)
