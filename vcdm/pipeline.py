@@ -251,7 +251,7 @@ def upsampler_component(
         net["image_size"],
     )  # the condition's channels; the (latent) grid's side
     channels = extra // lowres_channels(1, low, size, mode)  # x_lr's
-    level = bool(net.get("aug_embedding", False))
+    level, residual = bool(net.get("aug_embedding", False)), bool(meta.get("residual", False))
     default_sigma = float(meta["augment"]["sample_sigma"]) if level else 0.0
     stream = COMPONENT_STREAMS["upsampler"]
 
@@ -274,7 +274,7 @@ def upsampler_component(
         noise = (seeded_randn(seeds, (extra, size, size), stream, AUG, device=device) if sigma > 0
                  else torch.zeros(n, extra, size, size, device=device))  # fmt: skip
         sigmas = torch.full((n,), sigma, device=device)
-        cond = lowres_condition(x_lr.clamp(-1, 1), size, sigmas, noise, level, mode)
+        cond = lowres_condition(x_lr.clamp(-1, 1), size, sigmas, noise, level, mode, residual)
         return cond | _semantic_cond(condition_kind, outputs, labels, n, device)
 
     def settings(cfg: SampleConfig) -> tuple[str, int, float]:

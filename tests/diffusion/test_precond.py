@@ -5,6 +5,7 @@ from vcdm.diffusion import (
     DDPMSchedule,
     EDMPrecond,
     EpsPrecond,
+    ResidualDenoiser,
     edm_coefficients,
     edm_sigma_weight,
     karras_sigmas,
@@ -52,6 +53,22 @@ def test_edm_precond_with_zero_net_is_the_skip_path():
     assert torch.allclose(out, c_skip.view(-1, 1, 1, 1) * x)
     assert torch.allclose(net.seen[0], c_in.view(-1, 1, 1, 1) * x)
     assert torch.allclose(net.seen[1], c_noise)
+
+
+def test_residual_denoiser_denoises_the_residual_over_the_base():
+    net = _Recorder()
+    d = ResidualDenoiser(EDMPrecond(net, sigma_data=0.1))
+    x, base = torch.randn(3, 1, 4, 4), torch.rand(3, 1, 4, 4)
+    sigma = torch.tensor([0.01, 0.1, 10.0])
+    c_skip, _, c_in, _ = edm_coefficients(sigma, 0.1)
+    out = d(x, sigma, {"base": base})
+    # the inner denoiser sees x - base; its (skip-path) estimate of the residual is added back to the base
+    torch.testing.assert_close(net.seen[0], c_in.view(-1, 1, 1, 1) * (x - base))
+    torch.testing.assert_close(out, base + c_skip.view(-1, 1, 1, 1) * (x - base))
+    # at a noise level far above the residual's std the estimate is the base itself
+    torch.testing.assert_close(d(x, torch.full((3,), 1e4), {"base": base}), base, atol=1e-6, rtol=0)
+    with pytest.raises(VcdmError, match=r"cond\['base'\]"):
+        d(x, sigma, {})
 
 
 def test_eps_adapter_with_oracle_noise_returns_x0():

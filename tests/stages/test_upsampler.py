@@ -152,6 +152,37 @@ def test_condition_dropout_never_drops_the_lowres_image(data):
     assert ((a - b).abs().flatten(1).amax(1) > 1e-4).all()
 
 
+def test_residual_upsampler_denoises_the_detail_over_bicubic(tmp_path, data):
+    from vcdm.diffusion import ResidualDenoiser
+    from vcdm.pipeline import Pipeline
+    from vcdm.stages.upsampler import residual_std
+
+    cfg = _cfg(
+        "upsampler.residual=true", "upsampler.diffusion.sigma_data=0.1", "upsampler.train.total_nimg=128"
+    )
+    train_stage("upsampler", tmp_path, cfg, data, progress=False)
+    loaded, meta = load_model(tmp_path / "upsampler", "upsampler")
+    assert isinstance(loaded, ResidualDenoiser) and meta["residual"] is True
+    x, x_lr = data.as_float(), resize_images(data.images, 8).float() / 127.5 - 1
+    want = float((x - upsample_lowres(x_lr, 16)).std())
+    assert meta["residual_std"] == residual_std(data, 8) == pytest.approx(want, abs=1e-4)
+    cond = lowres_condition(x_lr[:3], 16, torch.zeros(3), torch.zeros(3, 3, 16, 16), True, residual=True)
+    torch.testing.assert_close(cond["base"], upsample_lowres(x_lr[:3], 16))  # un-noised: what it adds back
+    x_t, sigma = x[:3] + 0.3 * torch.randn(3, 3, 16, 16), torch.full((3,), 0.3)
+    with torch.no_grad():  # the network denoises the noisy residual; the bicubic image is added back
+        torch.testing.assert_close(
+            loaded(x_t, sigma, cond), cond["base"] + loaded.inner(x_t - cond["base"], sigma, cond)
+        )
+    # through the pipeline: 16x16 images that depend on their seed only and follow the given low-res image
+    pipe = Pipeline.from_run(tmp_path, None, upsampler=True)
+    out = pipe.upsample(x_lr[:3], [0, 1, 2])
+    assert out.shape == (3, 3, 16, 16)
+    torch.testing.assert_close(pipe.upsample(x_lr[1:2], [1]), out[1:2])
+    assert not torch.allclose(pipe.upsample(x_lr[2:3], [0]), out[:1])
+    with pytest.raises(VcdmError, match="upsampler.residual must be false with upsampler.space 'latent'"):
+        _cfg("upsampler.residual=true", "upsampler.space=latent")
+
+
 @pytest.mark.parametrize(
     "override, message",
     [

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from vcdm.config import DecoderStage, DiffusionConfig, RunConfig, from_dict, to_dict
 from vcdm.data import ImageData
-from vcdm.diffusion import DDPMSchedule, EDMPrecond, EpsPrecond, ddpm_loss, edm_loss
+from vcdm.diffusion import DDPMSchedule, EDMPrecond, EpsPrecond, ResidualDenoiser, ddpm_loss, edm_loss
 from vcdm.errors import VcdmError
 from vcdm.guidance import drop_condition
 from vcdm.networks import PriorConfig, PriorTransformer, UNet, UNetConfig
@@ -118,10 +118,12 @@ def semantic_tensors(section: str, st: Any, data: ImageData, run: RunDir) -> dic
 
 
 def build_denoiser(meta: dict[str, Any]) -> nn.Module:
-    """The denoiser an image or prior export describes ("net", "diffusion", optional "precond")."""
+    """The denoiser an image or prior export describes ("net", "diffusion", optional "precond"; "residual": a
+    residual upsampler, which denoises x - cond["base"])."""
     net_cls, cfg_cls = (PriorTransformer, PriorConfig) if meta["kind"] == "prior" else (UNet, UNetConfig)
     net = net_cls(from_dict(cfg_cls, meta["net"]))
-    return wrap_denoiser(net, from_dict(DiffusionConfig, meta["diffusion"]), meta.get("precond", "edm"))
+    denoiser = wrap_denoiser(net, from_dict(DiffusionConfig, meta["diffusion"]), meta.get("precond", "edm"))
+    return ResidualDenoiser(denoiser) if meta.get("residual") else denoiser
 
 
 # ---- the prior ----

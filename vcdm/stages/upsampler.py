@@ -14,6 +14,12 @@ stage trains on, vcdm.data.resize_images), optionally blurred first, and sigma_a
 (vcdm.pipeline.upsampler_component). Loss, preconditioning, samplers and classifier-free guidance are those of
 every image stage; condition dropout marks y / label as null and never touches the low-res image.
 
+With upsampler.residual (SRDiff, Li et al. 2022) the diffusion runs on the detail r = x - up(x_lr) rather than on
+x: the denoiser (vcdm.diffusion.ResidualDenoiser) is given cond["base"] = up(x_lr), the un-noised bicubic image,
+and returns base + D_r(x - base). At high noise it therefore returns about the bicubic image, and the network
+spends itself on the detail, whose std (measured at training and stored as meta["residual_std"], about 0.09 for
+32 -> 64 emoji) sets diffusion.sigma_data; p_mean and sigma_max move down with it (the emoji preset's values).
+
 In latent space (upsampler.space 'latent', LDM-SR, Rombach et al. 2022) x is the scaled latent E(x_hr) of the
 run's autoencoder (vcdm.latent) and up() brings x_lr to the latent grid H / f: unchanged when low_res is H / f,
 as in LDM-SR; by pixel_unshuffle when the grid is r times smaller (each r x r block of pixels becomes r^2
@@ -80,9 +86,16 @@ def upsample_lowres(x_lr: Tensor, size: int, mode: str = UPSAMPLE_MODE) -> Tenso
 
 
 def lowres_condition(
-    x_lr: Tensor, size: int, sigma_aug: Tensor, noise: Tensor, level: bool, mode: str = UPSAMPLE_MODE
+    x_lr: Tensor,
+    size: int,
+    sigma_aug: Tensor,
+    noise: Tensor,
+    level: bool,
+    mode: str = UPSAMPLE_MODE,
+    residual: bool = False,
 ) -> dict[str, Tensor]:
-    """The upsampler's image condition: {"lowres": up(x_lr) + sigma_aug * noise[, "aug_sigma": sigma_aug]}.
+    """The upsampler's image condition: {"lowres": up(x_lr) + sigma_aug * noise[, "aug_sigma": sigma_aug]
+    [, "base": up(x_lr)]}.
 
     Args:
         x_lr: (B, C, h, w) in [-1, 1]. size: the target size. sigma_aug: (B,) levels >= 0.
@@ -90,12 +103,16 @@ def lowres_condition(
             deterministic).
         level: whether the network reads the level (its net.aug_embedding).
         mode: how x_lr reaches the target size (`upsample_lowres`).
+        residual: add "base", the un-noised up(x_lr) that a residual upsampler's denoiser adds its residual to
+            (vcdm.diffusion.ResidualDenoiser).
     """
     up = upsample_lowres(x_lr, size, mode)
     sigma = sigma_aug.to(up.device, torch.float32)
     cond = {"lowres": up + sigma.reshape(-1, 1, 1, 1) * noise.to(up.device, torch.float32)}
     if level:
         cond["aug_sigma"] = sigma
+    if residual:
+        cond["base"] = up
     return cond
 
 
@@ -151,6 +168,7 @@ class UpsamplerTask:
     use_label: bool = False
     cond_drop_prob: float = 0.0
     mode: str = UPSAMPLE_MODE  # how x_lr reaches x0's grid (`lowres_mode`)
+    residual: bool = False  # the model denoises x0 - up(x_lr) (vcdm.diffusion.ResidualDenoiser)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         x0, x_lr = batch["image"], batch["lowres"]
@@ -163,10 +181,18 @@ class UpsamplerTask:
         size = x0.shape[-1]  # the latent grid's in latent space: the noise is on the low-res image's values
         c = lowres_channels(x_lr.shape[1], x_lr.shape[-1], size, self.mode)
         noise = torch.randn((b, c, size, size), generator=generator, device=generator.device)
-        cond = lowres_condition(x_lr, size, sigma_aug, noise, aug.noised, self.mode)
+        cond = lowres_condition(x_lr, size, sigma_aug, noise, aug.noised, self.mode, self.residual)
         cond |= make_cond(batch, self.use_emb, self.use_label) or {}
         cond = drop_condition(cond, self.cond_drop_prob, b, generator)  # sets cond["null"] only
         return denoising_loss(model, x0, cond, generator, self.diffusion)
+
+
+def residual_std(data: ImageData, low: int, limit: int = 4096) -> float:
+    """The std of the residual x - up(x_lr) over the first `limit` images of `data` and their low x low
+    versions: the sigma_data a residual upsampler's diffusion should have."""
+    x = data.as_float(slice(0, limit))
+    x_lr = data.images_at(low)[:limit].float() / 127.5 - 1
+    return round(float((x - upsample_lowres(x_lr, x.shape[-1])).std()), 4)
 
 
 def low_res_for(cfg: RunConfig, size: int) -> int:
@@ -219,7 +245,10 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
     meta = {"net": to_dict(st.net), "diffusion": to_dict(st.diffusion), "condition": st.condition,
             "low_res": low, "upsample": mode, "augment": to_dict(st.augment)}  # fmt: skip
     task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
-                         cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0, mode=mode)  # fmt: skip
+                         cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0, mode=mode,
+                         residual=st.residual)  # fmt: skip
+    if st.residual:  # recorded so that a user can check diffusion.sigma_data against it
+        meta |= {"residual": True, "residual_std": residual_std(data, low)}
     if st.space == "latent":  # the targets are the high-res images' latents; the low-res images stay pixels
         from vcdm.stages.autoencoder import latent_targets
 
