@@ -34,8 +34,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix vcdm tests bench scripts
 	$(BIN)/ruff format vcdm tests bench scripts
 
-# The RGB emoji cascade demo (a CLIP on the emoji names, two-stage base at 32x32, upsampler to 64x64): 26 min on
-# 2 idle cores in the run the README shows.
+# The RGB emoji cascade demo (a CLIP on the emoji names, two-stage base at 32x32, upsampler to 64x64): 26 and 29 min on
+# 2 cores in the two runs the README reports.
 demo-emoji: emoji-data
 	$(BIN)/vcdm demo --preset emoji --out runs/emoji
 

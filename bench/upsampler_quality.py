@@ -13,6 +13,9 @@ It trains nothing but the evaluation classifier (once, cached; see below). Rows:
   upsampled set against the true 64x64 set.
 - from the run's own base samples (prior -> decoder at low_res, the run's sample settings, one per seed): the
   upsampler at each level and bicubic of the same base samples, FID only (there is no ground truth).
+- with --probes, the true 64x64 images themselves with Gaussian noise of 1, 2 and 4 grey levels and with a
+  0.5-pixel Gaussian blur: how each metric weighs grain against blur (on emoji, Inception FID punishes a grain
+  of 2 grey levels more than the blur; README).
 - the FID floor: as many real training images of --source against the same held-out set.
 
 Every row's output is quantised to uint8 (as if written as PNG) before it is scored. PSNR: 10 log10(1 / MSE)
@@ -48,6 +51,8 @@ from vcdm.errors import VcdmError  # noqa: E402
 from vcdm.fileio import atomic_write_text  # noqa: E402
 
 DEFAULT_LEVELS = [0.0, 0.05, 0.2]
+PROBE_NOISE = (1.0, 2.0, 4.0)  # --probes: noise std in grey levels of 255
+PROBE_BLUR = 0.5  # --probes: blur std in pixels
 
 
 # ---- metrics ----
@@ -226,6 +231,24 @@ class Bench:
         out = self.pipe.upsample(x_lr, self.seeds, cfg, self.labels, embeddings=embeddings)
         return out, time.perf_counter() - t0
 
+    def probe_rows(self) -> list[Row]:
+        """How the metrics score small known changes to the true high-res images (--probes): Gaussian noise of
+        PROBE_NOISE grey levels (std, of 255) and a Gaussian blur of PROBE_BLUR pixels, each a fixed draw."""
+        from vcdm.stages.upsampler import random_blur
+
+        rows, hr = [], self.hr.float()
+        g = torch.Generator().manual_seed(self.args.seed)
+        for grey in PROBE_NOISE:
+            noisy = hr + torch.randn(hr.shape, generator=g) * (2 * grey / 255)
+            rows.append(
+                self.scored(Row(f"true + noise {grey:g}/255", "true high-res", None, None), noisy, True)
+            )
+        blurred = random_blur(hr, 1.0, (PROBE_BLUR, PROBE_BLUR), g)
+        rows.append(
+            self.scored(Row(f"true, blurred {PROBE_BLUR:g} px", "true high-res", None, None), blurred, True)
+        )
+        return rows
+
     def rows(self) -> list[Row]:
         rows: list[Row] = []
         lr = self.lr
@@ -234,6 +257,8 @@ class Bench:
             t0 = time.perf_counter()
             out = interpolate(lr, self.size, mode)
             rows.append(self.scored(Row(mode, "true low-res", None, time.perf_counter() - t0), out, True))
+        if self.args.probes:
+            rows += self.probe_rows()
         emb = None
         if self.embedding_cond:  # the run's embedder on the true low-res images (as `vcdm upsample` does)
             emb = self.pipe.embed_images(lr)
@@ -309,7 +334,14 @@ def report(b: Bench, rows: list[Row], command: str, wall: float) -> str:
         "align_corners=False, clamped to [-1, 1]: the upsampler's own conditioning input at level 0).\n\n"
         f"{fid_line} The floor row scores {b.n} real training images against the same held-out set.\n\n"
         f"{base_line}"
-        "Seconds: the upsampling of the row alone (not scoring), on this machine: only indicative.\n"
+        + (
+            "Probe rows (--probes): the true 64x64 images themselves with Gaussian noise of the stated std in grey "
+            f"levels of 255, or a Gaussian blur of std {PROBE_BLUR:g} px (seed {a.seed}): how each metric weighs a "
+            "fine grain against blur.\n\n"
+            if a.probes
+            else ""
+        )
+        + "Seconds: the upsampling of the row alone (not scoring), on this machine: only indicative.\n"
     )
 
 
@@ -329,6 +361,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0, help="first seed (default: 0)")
     ap.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
     ap.add_argument("--no-base", action="store_true", help="skip the rows on the run's base samples")
+    ap.add_argument("--probes", action="store_true", help="add rows scoring the true high-res images with small "
+                    f"Gaussian noise ({', '.join(f'{g:g}' for g in PROBE_NOISE)} grey levels) and a {PROBE_BLUR:g}-px "
+                    "blur: how each metric reacts to grain against blur")  # fmt: skip
     ap.add_argument("--no-fid", action="store_true", help="skip FID (and the classifier)")
     ap.add_argument("--inception", metavar="FILE", help="also FID on the FID Inception-v3's features, from these "
                     "local weights (as `vcdm fid --inception`; nothing is downloaded)")  # fmt: skip

@@ -583,7 +583,7 @@ def _emoji() -> RunConfig:
     """The RGB emoji cascade demo (`vcdm demo --preset emoji`): a CLIP trained on the emoji names, whose image
     embeddings are y; the two-stage base at 32x32 (prior over y, decoder p(x | y) sampled with guidance 3) and an
     SR3 upsampler 32 -> 64, on both vendors' training split; sized for about 30 minutes on an idle 2-core CPU
-    (one run here: 26.1 min; CLIP 951 images/s, the 32x32 U-Net 122, the 64x64 upsampler 86; README)."""
+    (runs here: 26.1 and 29.0 min; CLIP 844-951 images/s, the 32x32 U-Net 110-122, the 64x64 upsampler 77-86; README)."""
     mnist = _demo()
     unet = UNetConfig(base_channels=32, channel_mults=(1, 2, 2), num_res_blocks=1, attn_resolutions=(8,))
     dec_train = TrainConfig(batch_size=64, total_nimg=140_000, lr=2e-3, warmup_nimg=3_000, ema_halflife_nimg=10_000,

@@ -29,7 +29,7 @@ def test_every_row_is_scored_on_the_inception_features(
     )
     report = tmp_path / "report.md"
     argv = ["--run", str(cascade_run), "--levels", "0", "0.1", "--steps", "2", "--no-fid", "--inception",
-            "weights.pth", "--report", str(report)]  # fmt: skip
+            "weights.pth", "--probes", "--report", str(report)]  # fmt: skip
     assert uq.main(argv) == 0
     assert paths == [("inception", "weights.pth")]
     text = report.read_text()
@@ -38,6 +38,12 @@ def test_every_row_is_scored_on_the_inception_features(
                                                                                  "| real"))]  # fmt: skip
     # nearest, bicubic, the upsampler at 2 levels on true low-res; bicubic and 2 levels on base samples; the floor
     assert len(rows) == 8
+    probes = [line.split("|") for line in text.splitlines() if line.startswith("| true")]
+    # noise of 1, 2 and 4 grey levels and the blur on the true images: more noise, lower PSNR
+    assert [r[1].strip() for r in probes] == ["true + noise 1/255", "true + noise 2/255", "true + noise 4/255",
+                                              "true, blurred 0.5 px"]  # fmt: skip
+    psnrs = [float(r[4]) for r in probes[:3]]
+    assert psnrs[0] > psnrs[1] > psnrs[2] > 30 and all(float(r[7]) >= 0 for r in probes)
     for r in rows:
         assert float(r[7]) >= 0  # every row's Inception FID
     true_rows = [r for r in rows if r[2].strip() == "true low-res"]
