@@ -253,6 +253,9 @@ class UpsamplerStage(_Conditioned):
         _check(isinstance(self.residual, bool), "upsampler.residual", "true or false", self.residual)
         _check(not (self.residual and self.space == "latent"), "upsampler.residual",
                "false with upsampler.space 'latent' (the residual is taken in pixels)", self.residual)  # fmt: skip
+        _check(not (self.residual and self.diffusion.parameterization == "eps"), "upsampler.residual",
+               "false with upsampler.diffusion.parameterization 'eps' (it wraps the EDM denoiser)",
+               self.residual)  # fmt: skip
         _check(0 <= self.cond_drop_prob < 1, "upsampler.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
         _check(self.space in SPACES, "upsampler.space", f"one of {SPACES}", self.space)
         ok = self.low_res is None or (isinstance(self.low_res, int) and not isinstance(self.low_res, bool)

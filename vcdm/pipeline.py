@@ -240,7 +240,8 @@ def upsampler_component(
     sigma_aug = SampleConfig.upsampler_aug_sigma, or the export's augment.sample_sigma when that is None. y and a
     as for the decoder (guidance weights them; the low-res image is never dropped). space: the LatentSpace of a
     latent upsampler (x_lr is then brought to the latent grid as in training, and the pipeline decodes its
-    samples).
+    samples). A residual export (meta["residual"]) also gets cond["base"] = up(x_lr), un-noised, which its
+    denoiser adds its residual to (vcdm.diffusion.ResidualDenoiser).
     """
     from vcdm.stages.upsampler import UPSAMPLE_MODE, lowres_channels, lowres_condition
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from fake_data import blobs
 
-from vcdm.config import ConditioningAugment, apply_overrides, preset
+from vcdm.config import ConditioningAugment, SampleConfig, apply_overrides, preset
 from vcdm.data import resize_images
 from vcdm.errors import VcdmError
 from vcdm.stages import build_from_meta, load_model, resolve_for_data, train_stage
@@ -152,6 +152,39 @@ def test_condition_dropout_never_drops_the_lowres_image(data):
     assert ((a - b).abs().flatten(1).amax(1) > 1e-4).all()
 
 
+class _ZeroDenoiser(torch.nn.Module):
+    def forward(self, x, sigma, cond=None):
+        return torch.zeros_like(x)
+
+
+class _ZeroNet(torch.nn.Module):
+    def forward(self, x, c_noise, cond=None):
+        return torch.zeros_like(x)
+
+
+def test_residual_training_loss_is_the_loss_on_the_detail(data):
+    """Around the same network, the residual task's loss on x equals the plain task's loss on x - up(x_lr): the
+    same draws, the target moved by the bicubic image."""
+    from vcdm.diffusion import EDMPrecond, ResidualDenoiser
+
+    cfg = _cfg("upsampler.diffusion.sigma_data=0.1")
+    st = cfg.upsampler
+    x, lowres = data.as_float(slice(0, 8)), resize_images(data.images[:8], 8)
+    base = upsample_lowres(lowres.float() / 127.5 - 1, 16)
+    inner = EDMPrecond(_ZeroNet(), sigma_data=0.1)
+    res = UpsamplerTask(st.diffusion, st.augment, residual=True).loss(
+        ResidualDenoiser(inner), {"image": x, "lowres": lowres}, torch.Generator().manual_seed(3)
+    )
+    plain = UpsamplerTask(st.diffusion, st.augment).loss(
+        inner, {"image": x - base, "lowres": lowres}, torch.Generator().manual_seed(3)
+    )
+    torch.testing.assert_close(res, plain)
+    with pytest.raises(
+        VcdmError, match="upsampler.residual must be false with upsampler.diffusion.parameterization"
+    ):
+        _cfg("upsampler.residual=true", "upsampler.diffusion.parameterization=eps")
+
+
 def test_residual_upsampler_denoises_the_detail_over_bicubic(tmp_path, data):
     from vcdm.diffusion import ResidualDenoiser
     from vcdm.pipeline import Pipeline
@@ -166,19 +199,21 @@ def test_residual_upsampler_denoises_the_detail_over_bicubic(tmp_path, data):
     x, x_lr = data.as_float(), resize_images(data.images, 8).float() / 127.5 - 1
     want = float((x - upsample_lowres(x_lr, 16)).std())
     assert meta["residual_std"] == residual_std(data, 8) == pytest.approx(want, abs=1e-4)
-    cond = lowres_condition(x_lr[:3], 16, torch.zeros(3), torch.zeros(3, 3, 16, 16), True, residual=True)
+    levels, noise = torch.tensor([0.0, 0.2, 0.5]), torch.randn(3, 3, 16, 16)
+    cond = lowres_condition(x_lr[:3], 16, levels, noise, True, residual=True)
     torch.testing.assert_close(cond["base"], upsample_lowres(x_lr[:3], 16))  # un-noised: what it adds back
-    x_t, sigma = x[:3] + 0.3 * torch.randn(3, 3, 16, 16), torch.full((3,), 0.3)
-    with torch.no_grad():  # the network denoises the noisy residual; the bicubic image is added back
-        torch.testing.assert_close(
-            loaded(x_t, sigma, cond), cond["base"] + loaded.inner(x_t - cond["base"], sigma, cond)
-        )
-    # through the pipeline: 16x16 images that depend on their seed only and follow the given low-res image
+    assert not torch.allclose(cond["base"][1:], cond["lowres"][1:])
+    # through the pipeline, at an augmentation level above 0: a residual of zero gives the bicubic image exactly
     pipe = Pipeline.from_run(tmp_path, None, upsampler=True)
-    out = pipe.upsample(x_lr[:3], [0, 1, 2])
+    out = pipe.upsample(x_lr[:3], [0, 1, 2], SampleConfig(upsampler_aug_sigma=0.2))
     assert out.shape == (3, 3, 16, 16)
-    torch.testing.assert_close(pipe.upsample(x_lr[1:2], [1]), out[1:2])
-    assert not torch.allclose(pipe.upsample(x_lr[2:3], [0]), out[:1])
+    torch.testing.assert_close(pipe.upsample(x_lr[1:2], [1], SampleConfig(upsampler_aug_sigma=0.2)), out[1:2])
+    assert not torch.allclose(out, upsample_lowres(x_lr[:3], 16), atol=1e-3)
+    pipe.upsampler.denoiser.inner = _ZeroDenoiser()
+    torch.testing.assert_close(
+        pipe.upsample(x_lr[:3], [0, 1, 2], SampleConfig(upsampler_aug_sigma=0.2)),
+        upsample_lowres(x_lr[:3], 16),
+    )
     with pytest.raises(VcdmError, match="upsampler.residual must be false with upsampler.space 'latent'"):
         _cfg("upsampler.residual=true", "upsampler.space=latent")
 

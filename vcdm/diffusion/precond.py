@@ -101,8 +101,10 @@ class ResidualDenoiser(nn.Module):
     upsampler's b is the bicubic-upsampled low-res image): D(x, sigma, cond) = b + D_r(x - b, sigma, cond).
 
     The state the samplers move stays x = b + r, so the ODE (x - D(x)) / sigma is the residual's and nothing
-    downstream changes; only the start differs (sigma_max n instead of b + sigma_max n, negligible at
-    sigma_max >> 1). In training the same wrapper turns the denoising loss on x into the loss on r. The inner
+    downstream changes; only the start differs (sigma_max n instead of b + sigma_max n: |b| <= 1 against noise of
+    std sigma_max, 20 for the emoji preset, which the first steps wash out). In training the same wrapper turns
+    the EDM denoising loss on x into the loss on r (EDM preconditioning only: the eps loss reads the network
+    directly, and config refuses the pair). The inner
     denoiser's sigma_data should be the residual's std (about 0.09 for 32 -> 64 emoji), not the image's.
     """
 

@@ -192,7 +192,13 @@ def residual_std(data: ImageData, low: int, limit: int = 4096) -> float:
     versions: the sigma_data a residual upsampler's diffusion should have."""
     x = data.as_float(slice(0, limit))
     x_lr = data.images_at(low)[:limit].float() / 127.5 - 1
-    return round(float((x - upsample_lowres(x_lr, x.shape[-1])).std()), 4)
+    return round(float((x - upsample_lowres(x_lr, x.shape[-1])).double().std()), 4)
+
+
+def _finish_upsampler(model: nn.Module, cfg: RunConfig, data: ImageData, run: RunDir) -> dict[str, float]:
+    """Export meta measured after training (kept out of the meta a resumed run must match): a residual
+    upsampler's residual std, for a user to check diffusion.sigma_data against."""
+    return {"residual_std": residual_std(data, check_upsampler(cfg, data))} if cfg.upsampler.residual else {}
 
 
 def low_res_for(cfg: RunConfig, size: int) -> int:
@@ -247,8 +253,8 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
     task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
                          cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0, mode=mode,
                          residual=st.residual)  # fmt: skip
-    if st.residual:  # recorded so that a user can check diffusion.sigma_data against it
-        meta |= {"residual": True, "residual_std": residual_std(data, low)}
+    if st.residual:
+        meta["residual"] = True
     if st.space == "latent":  # the targets are the high-res images' latents; the low-res images stay pixels
         from vcdm.stages.autoencoder import latent_targets
 
@@ -260,5 +266,5 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
 register(StageKind(
     name="upsampler", summary="SR3 super-resolution U-Net p(x | x at upsampler.low_res [, y, label]) with "
     "conditioning augmentation: the top of a cascade", train_path="upsampler.train", prepare=_prepare_upsampler,
-    build=build_denoiser, init_stream=0x5E, role="upsampler", resolve=_resolve_upsampler,
+    build=build_denoiser, init_stream=0x5E, role="upsampler", resolve=_resolve_upsampler, finish=_finish_upsampler,
 ))  # fmt: skip
