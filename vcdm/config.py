@@ -618,7 +618,7 @@ def _emoji() -> RunConfig:
             train=up_train,
             residual=True,
             diffusion=DiffusionConfig(sigma_data=0.1, p_mean=-2.8, sigma_max=20.0),
-        ),  # fmt: skip
+        ),
         palette=PaletteStage(net=unet, train=dec_train),  # at the data's size (data.image_size=32 to match)
         sample=SampleConfig(
             sampler="dpmpp_2m",

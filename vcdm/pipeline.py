@@ -247,10 +247,8 @@ def upsampler_component(
 
     condition_kind, net, low = meta.get("condition", "none"), meta["net"], int(meta["low_res"])
     mode = meta.get("upsample", UPSAMPLE_MODE)
-    extra, size = (
-        net["extra_in_channels"],
-        net["image_size"],
-    )  # the condition's channels; the (latent) grid's side
+    extra = net["extra_in_channels"]  # the condition's channels
+    size = net["image_size"]  # the (latent) grid's side
     channels = extra // lowres_channels(1, low, size, mode)  # x_lr's
     level, residual = bool(net.get("aug_embedding", False)), bool(meta.get("residual", False))
     default_sigma = float(meta["augment"]["sample_sigma"]) if level else 0.0

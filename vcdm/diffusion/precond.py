@@ -104,8 +104,8 @@ class ResidualDenoiser(nn.Module):
     downstream changes; only the start differs (sigma_max n instead of b + sigma_max n: |b| <= 1 against noise of
     std sigma_max, 20 for the emoji preset, which the first steps wash out). In training the same wrapper turns
     the EDM denoising loss on x into the loss on r (EDM preconditioning only: the eps loss reads the network
-    directly, and config refuses the pair). The inner
-    denoiser's sigma_data should be the residual's std (about 0.09 for 32 -> 64 emoji), not the image's.
+    directly, and config refuses the pair). The inner denoiser's sigma_data should be the residual's std (about
+    0.09 for 32 -> 64 emoji), not the image's.
     """
 
     def __init__(self, inner: nn.Module):
