@@ -31,10 +31,11 @@ backward), divided by the batch size; the count is the same for every batch (no 
 
 Evaluation: FID, precision and recall (k = eval.k) on the penultimate features of the evaluation classifier
 (`vcdm.eval.scoring.get_classifier` on the run's training data at 64x64 with the run's EvalConfig; an
-emoji-category classifier, not Inception: values compare only among themselves and at equal sample counts),
-against the 840 held-out emoji at 64x64 (DataConfig(source="emoji", split="test")). Floors: as many real
-training images against the same reference, and one half of the held-out set against the other (a 420-image
-reference: the same metric, a smaller reference). A paired bootstrap over seeds (both arms resampled with the
+emoji-category classifier, not Inception: values compare only among themselves and at equal sample counts;
+with --inception FILE, FID on the FID Inception-v3's pool features as well), against the 840 held-out emoji at
+64x64 (DataConfig(source="emoji", split="test")). Floors: as many real training images against the same
+reference, and one half of the held-out set against the other (a 420-image reference: the same metric, a
+smaller reference). A paired bootstrap over seeds (both arms resampled with the
 same indices) gives the spread of the FID difference.
 """
 
@@ -60,7 +61,8 @@ from vcdm.errors import VcdmError, exit_status  # noqa: E402
 
 # the direct decoder's U-Net: the cascade decoder's widths, attention at the bottom feature map at 64x64
 DIRECT_OVERRIDES = ["decoder.image_size=null", "decoder.net.attn_resolutions=[16]"]
-KEEP = ("config.json", "embedder", "embeddings.safetensors", "prior")  # what the direct arm copies
+# what the direct arm copies (those the cascade has: y comes from embedder/ or, with a trained CLIP, clip/)
+KEEP = ("config.json", "embedder", "clip", "embeddings.safetensors", "prior")
 
 
 # ---- FLOPs ----
@@ -152,11 +154,11 @@ def flop_budget(cascade: str | Path, data=None) -> dict[str, Any]:
 
 
 def prepare_direct(cascade: Path, direct: Path) -> None:
-    """Copy the cascade's config, embedder, embeddings and prior (not its decoder, upsampler or samples)."""
+    """Copy the cascade's config, embedder (or CLIP), embeddings and prior (not its decoder, upsampler or samples)."""
     direct.mkdir(parents=True, exist_ok=True)
     for name in KEEP:
         src, dst = cascade / name, direct / name
-        if dst.exists():
+        if dst.exists() or not src.exists():
             continue
         if src.is_dir():
             shutil.copytree(src, dst)
@@ -276,6 +278,13 @@ def cmd_eval(args) -> dict[str, Any]:
                            "reference": test.source, "n_reference": len(test), "num": args.num, "rows": {}}  # fmt: skip
     print(f"classifier {path} (accuracy {out['classifier_accuracy']:.3f} on {test.source}), "
           f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
+    inception = inc_ref = None
+    if args.inception:  # the FID Inception-v3 from a local weights file (as `vcdm fid --inception`)
+        from vcdm.eval import load_extractor
+
+        inception = load_extractor("inception", args.inception)
+        inc_ref = inception.features(test.as_float())
+        out["inception"] = str(args.inception)
     seeds = list(range(args.seed, args.seed + args.num))
     sample_cfg = cfg.sample
     feats = {}
@@ -306,15 +315,22 @@ def cmd_eval(args) -> dict[str, Any]:
             "sampling_seconds": secs,
             "shape": list(images.shape[1:]),
         }
+        if inception is not None:
+            row["fid_inception"] = fid_from_features(inception.features(images), inc_ref)
         out["rows"][arm] = row
         print(f"{arm}: {tuple(images.shape)} in {secs:.0f} s; FID {row['fid']:.2f} precision "
-              f"{row['precision']:.3f} recall {row['recall']:.3f}", flush=True)  # fmt: skip
+              f"{row['precision']:.3f} recall {row['recall']:.3f} Inception FID {row.get('fid_inception')}",
+              flush=True)  # fmt: skip
     # floors: real training images (as many as the samples) against the same reference
     pick = torch.linspace(0, len(train) - 1, args.num).round().long()
     real = train.subset(pick).as_float()
     out["rows"]["real train (floor)"] = score_features(
         extractor.features(real), extractor.predict(real), ref, k=k
     )
+    if inception is not None:
+        out["rows"]["real train (floor)"]["fid_inception"] = fid_from_features(
+            inception.features(real), inc_ref
+        )
     # one half of the held-out set against the other (interleaved: the set is ordered by category)
     a, b = ref.features[0::2], ref.features[1::2]
     p, r = precision_recall(b, a, k=k)
@@ -370,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                 "--low-res-grid", default=None, help="also save the cascade's 32x32 base grid here"
             )
             p.add_argument("--bootstrap", type=int, default=200, help="paired bootstrap resamples")
+            p.add_argument("--inception", metavar="FILE", help="also FID on the FID Inception-v3's features, "
+                           "from this local weights file (see `vcdm fid --inception`)")  # fmt: skip
     args = ap.parse_args(argv)
 
     def run() -> None:

@@ -10,9 +10,11 @@ In one run, on --source's training split at 64x64 (held-out: its test split):
    10 log10(1 / MSE) on [0, 1]) and rFID: FID of the reconstructions against the held-out images themselves.
 2. the single-stage baseline (the same U-Net config) in pixel space at 64x64 and in the f = 4 latent space
    (16x16), each trained for --seconds of wall clock: training images/s, sampling images/s (decoding
-   included), FID of --num samples against the held-out set;
-3. two-stage in latent space: embedder + embeddings + prior (--aux-seconds each) and the latent decoder for
-   --seconds; FID as above (against the latent baseline of 2.).
+   included), FID of --num samples against the held-out set; then the pixel arm trained on (resumed) for the
+   autoencoder's --ae-seconds as well, so that it has the latent arm's whole wall clock, autoencoder included;
+3. two-stage in latent and in pixel space: the emoji preset's y (a CLIP trained on the captions; its image
+   embeddings) and prior (each capped at --aux-seconds), trained once and shared by both arms, and a two-stage
+   decoder (the baseline's U-Net) trained for --seconds in each space, sampled with --guidance on y.
 
 FID is the Frechet distance on the evaluation classifier's penultimate features (`get_classifier` with the
 default EvalConfig, trained once on the training split and cached): comparable only within this table and only
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import shutil
 import sys
 import time
 from dataclasses import replace
@@ -71,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--source", default="emoji")
     ap.add_argument("--ae-seconds", type=float, default=150)
     ap.add_argument("--seconds", type=float, default=150, help="wall clock of each diffusion arm")
-    ap.add_argument("--aux-seconds", type=float, default=60, help="embedder and prior of the two-stage arm")
+    ap.add_argument(
+        "--aux-seconds", type=float, default=150, help="cap on the two-stage arms' CLIP and prior"
+    )
+    ap.add_argument("--guidance", type=float, default=1.5, help="the two-stage decoders' guidance on y")
     ap.add_argument("--num", type=int, default=200, help="samples (and held-out images) per FID")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--report", default="docs/latent/report.md")
@@ -117,36 +123,57 @@ def run(args: argparse.Namespace) -> int:
                         res.images_per_second, psnr, fid(rec)))  # fmt: skip
         print("autoencoder", rows_ae[-1], flush=True)
 
-    # ---- 2. the single-stage baseline in pixel and latent space (f = 4), equal wall clock
+    # ---- 2. the single-stage baseline in pixel and latent space (f = 4), equal wall clock; the pixel arm is
+    # then trained on for the f = 4 autoencoder's time too (resumed: the same run, scored twice)
     sample = SampleConfig(sampler="dpmpp_2m", num_steps=args.steps, batch_size=100)
-    latent_run = out / "f4"
-    arms = {"pixel": (out / "pixel", "pixel", 0.5), "latent f=4": (latent_run, "latent", 1.0)}
-    for name, (run_dir, space_name, sigma_data) in arms.items():
+    latent_run, pixel_run = out / "f4", out / "pixel"
+    arms = [("single-stage, pixel", pixel_run, "pixel", 0.5, args.seconds),
+            ("single-stage, latent f=4", latent_run, "latent", 1.0, args.seconds),
+            ("single-stage, pixel, + the autoencoder's time", pixel_run, "pixel", 0.5, args.seconds + args.ae_seconds)]  # fmt: skip
+    for name, run_dir, space_name, sigma_data, seconds in arms:
         cfg = apply_overrides(
             base, ["autoencoder.net.factor=4", f"baseline.diffusion.sigma_data={sigma_data}"]
         )
-        cfg = replace(cfg, baseline=DecoderStage(net=UNET, diffusion=cfg.baseline.diffusion, train=_train(args.seconds, 64),
+        cfg = replace(cfg, baseline=DecoderStage(net=UNET, diffusion=cfg.baseline.diffusion, train=_train(seconds, 64),
                                                  condition="none", space=space_name))  # fmt: skip
         res = train_stage("baseline", run_dir, cfg, data, progress=False)
         images, ips = _samples(run_dir, "baseline", n, sample)
-        rows.append((f"single-stage, {name}", res.nimg, res.images_per_second, ips, fid(images)))
+        rows.append((name, res.nimg, res.images_per_second, ips, fid(images)))
         print(rows[-1], flush=True)
 
-    # ---- 3. two-stage in latent space: embedder, embeddings, prior, latent decoder
-    cfg = apply_overrides(preset("mnist"), [])
-    cfg = replace(base, embedder=replace(cfg.embedder, train=replace(cfg.embedder.train, total_nimg=BIG,
-                  max_seconds=args.aux_seconds, checkpoint_every_nimg=BIG)), prior=replace(cfg.prior,
-                  train=replace(cfg.prior.train, total_nimg=BIG, max_seconds=args.aux_seconds, checkpoint_every_nimg=BIG)),
-                  autoencoder=replace(base.autoencoder, net=replace(base.autoencoder.net, factor=4)),
-                  decoder=DecoderStage(net=UNET, diffusion=replace(base.decoder.diffusion, sigma_data=1.0),
-                                       train=_train(args.seconds, 64), space="latent"))  # fmt: skip
-    train_stage("embedder", latent_run, cfg, data, progress=False)
-    compute_embeddings(latent_run, cfg, data, progress=False)
-    train_stage("prior", latent_run, cfg, data, progress=False)
-    res = train_stage("decoder", latent_run, cfg, data, progress=False)
-    images, ips = _samples(latent_run, "decoder", n, sample)
-    rows.append(("two-stage, latent f=4", res.nimg, res.images_per_second, ips, fid(images)))
-    print(rows[-1], flush=True)
+    # ---- 3. two-stage, in latent and in pixel space: the emoji preset's y (a CLIP trained on the captions,
+    # its image embeddings) and prior, trained once in the latent run and copied to the pixel run, so both
+    # decoders see the same y; the decoders as the baseline (same U-Net, same wall clock), sampled with guidance
+    emoji = preset("emoji")
+
+    def capped(train: TrainConfig) -> TrainConfig:
+        return replace(train, max_seconds=args.aux_seconds, checkpoint_every_nimg=BIG)
+
+    for name, run_dir, space_name, sigma_data in (("two-stage, latent f=4", latent_run, "latent", 1.0),
+                                                  ("two-stage, pixel", pixel_run, "pixel", 0.5)):  # fmt: skip
+        cfg = replace(base, clip=replace(emoji.clip, train=capped(emoji.clip.train)), embedder=emoji.embedder,
+                      prior=replace(emoji.prior, train=capped(emoji.prior.train)),
+                      autoencoder=replace(base.autoencoder, net=replace(base.autoencoder.net, factor=4)),
+                      decoder=DecoderStage(net=UNET, diffusion=replace(base.decoder.diffusion, sigma_data=sigma_data),
+                                           train=_train(args.seconds, 64), space=space_name))  # fmt: skip
+        if run_dir == latent_run:
+            aux = {}
+            for stage in ("clip", "prior"):
+                if stage == "prior":
+                    compute_embeddings(run_dir, cfg, data, progress=False)
+                r = train_stage(stage, run_dir, cfg, data, progress=False)
+                aux[stage] = (r.nimg, r.seconds)
+            aux_text = "; ".join(f"{k} {v[0]:,} images in {v[1]:.0f} s" for k, v in aux.items())
+            print("auxiliary stages:", aux_text, flush=True)
+        else:
+            for item in ("clip", "embeddings.safetensors", "prior"):
+                src, dst = latent_run / item, run_dir / item
+                if not dst.exists():
+                    (shutil.copytree if src.is_dir() else shutil.copy2)(src, dst)
+        res = train_stage("decoder", run_dir, cfg, data, progress=False)
+        images, ips = _samples(run_dir, "decoder", n, replace(sample, guidance=args.guidance))
+        rows.append((name, res.nimg, res.images_per_second, ips, fid(images)))
+        print(rows[-1], flush=True)
     rows.append((f"{n} training images (the floor)", None, None, None,
                  fid(data.as_float(torch.linspace(0, len(data) - 1, n).long()))))  # fmt: skip
 
@@ -162,8 +189,11 @@ def run(args: argparse.Namespace) -> int:
         "| ---: | --- | ---: | ---: | ---: | ---: | ---: |",
         *(f"| {f} | {'x'.join(map(str, s))} | {sc:.4f} | {nimg:,} | {ips:.0f} | {p:.2f} | {r:.2f} |"
           for f, s, sc, nimg, ips, p, r in rows_ae), "",
-        f"## Diffusion at equal wall clock ({args.seconds:.0f} s of training each; U-Net {UNET.base_channels} "
-        f"channels, mults {UNET.channel_mults}; {args.steps} dpmpp_2m steps; FID of {n} samples)", "",
+        f"## Diffusion at equal wall clock ({args.seconds:.0f} s of training each, the pixel arm also "
+        f"{args.seconds + args.ae_seconds:.0f} s; U-Net {UNET.base_channels} channels, mults {UNET.channel_mults}; "
+        f"{args.steps} dpmpp_2m steps, two-stage with guidance {args.guidance:g} on y; FID of {n} samples)", "",
+        "The two-stage arms share y (the embeddings of a CLIP trained on the emoji names, as in the emoji preset) and "
+        f"the prior over it: {aux_text}.", "",
         "| model | images trained | train img/s | sample img/s | FID |",
         "| --- | ---: | ---: | ---: | ---: |",
         *(f"| {name} | {'-' if nimg is None else f'{nimg:,}'} | {'-' if t is None else f'{t:.1f}'} | "

@@ -44,9 +44,16 @@ def _check(ok: bool, name: str, expected: str, got: Any) -> None:
         raise VcdmError(f"{name} must be {expected}, got {got!r}")
 
 
+def _int_or_null(value: Any, low: int) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= low)
+
+
+def _check_positive_or_null(name: str, value: Any) -> None:
+    _check(_int_or_null(value, 1), name, "null or a positive integer", value)
+
+
 def _check_size(name: str, value: Any) -> None:
-    ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 8)
-    _check(ok, name, "null (the data's size) or an integer >= 8", value)
+    _check(_int_or_null(value, 8), name, "null (the data's size) or an integer >= 8", value)
 
 
 @dataclass(frozen=True)
@@ -247,9 +254,17 @@ class UpsamplerStage(_Conditioned):
     # image and learns only the detail, whose std is far below the image's (about 0.09 for 32 -> 64 emoji: set
     # diffusion.sigma_data to it and p_mean / sigma_max to match; the export records the measured std). Pixels only
     residual: bool = False
+    # train on random train_crop x train_crop crops of the high-res image (and the matching crops of its low-res
+    # one), as DALL-E 2 trains its upsamplers on quarter-area crops: a crop of half the side costs a quarter of the
+    # compute, so 4x the images in the same time; the convolutional network samples at full size. None: whole
+    # images. Must divide by the scale (size / low_res) and by the U-Net's 2 ** (levels - 1). Pixels only
+    train_crop: int | None = None
 
     def __post_init__(self):
         _check(self.condition in CONDITIONS, "upsampler.condition", f"one of {CONDITIONS}", self.condition)
+        _check_positive_or_null("upsampler.train_crop", self.train_crop)
+        _check(self.train_crop is None or self.space == "pixel", "upsampler.train_crop",
+               "null with upsampler.space 'latent' (crops are taken in pixels)", self.train_crop)  # fmt: skip
         _check(isinstance(self.residual, bool), "upsampler.residual", "true or false", self.residual)
         _check(not (self.residual and self.space == "latent"), "upsampler.residual",
                "false with upsampler.space 'latent' (the residual is taken in pixels)", self.residual)  # fmt: skip
@@ -258,9 +273,7 @@ class UpsamplerStage(_Conditioned):
                self.residual)  # fmt: skip
         _check(0 <= self.cond_drop_prob < 1, "upsampler.cond_drop_prob", "in [0, 1)", self.cond_drop_prob)
         _check(self.space in SPACES, "upsampler.space", f"one of {SPACES}", self.space)
-        ok = self.low_res is None or (isinstance(self.low_res, int) and not isinstance(self.low_res, bool)
-                                      and self.low_res >= 1)  # fmt: skip
-        _check(ok, "upsampler.low_res", "null or a positive integer", self.low_res)
+        _check_positive_or_null("upsampler.low_res", self.low_res)
 
 
 @dataclass(frozen=True)

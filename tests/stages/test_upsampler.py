@@ -19,6 +19,7 @@ from vcdm.stages.upsampler import (
     low_res_for,
     lowres_condition,
     random_blur,
+    random_crops,
     sample_aug_sigma,
     upsample_lowres,
 )
@@ -216,6 +217,64 @@ def test_residual_upsampler_denoises_the_detail_over_bicubic(tmp_path, data):
     )
     with pytest.raises(VcdmError, match="upsampler.residual must be false with upsampler.space 'latent'"):
         _cfg("upsampler.residual=true", "upsampler.space=latent")
+
+
+def test_random_crops_take_the_same_window_of_both_images():
+    x_lr = torch.rand(16, 3, 8, 8)
+    x_lr[:, 0] = torch.arange(64.0).reshape(8, 8)  # channel 0 holds each pixel's place: 8 * row + column
+    x = x_lr.repeat_interleave(2, -1).repeat_interleave(2, -2)  # each low-res pixel a 2 x 2 block
+    hi, lo = random_crops(x, x_lr, 8, torch.Generator().manual_seed(0))
+    assert hi.shape == (16, 3, 8, 8) and lo.shape == (16, 3, 4, 4)
+    torch.testing.assert_close(hi, lo.repeat_interleave(2, -1).repeat_interleave(2, -2))
+    corners = lo[:, 0, 0, 0]  # the window's top-left pixel on the low-res grid
+    assert len(set(corners.tolist())) > 4 and (corners % 8).max() <= 4 and corners.max() <= 8 * 4 + 4
+    again = random_crops(x, x_lr, 8, torch.Generator().manual_seed(0))
+    assert torch.equal(again[0], hi) and torch.equal(again[1], lo)  # the draws come from the generator alone
+    whole = random_crops(x, x_lr, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(whole[0], x) and torch.equal(whole[1], x_lr)
+
+
+def test_crop_trained_upsampler_sees_crops_and_samples_whole_images(tmp_path, data):
+    from vcdm.pipeline import Pipeline
+
+    cfg = _cfg("upsampler.train_crop=8", "upsampler.residual=true", "upsampler.diffusion.sigma_data=0.1")
+    cfg = resolve_for_data(cfg, data, tmp_path)
+    st = cfg.upsampler
+    denoiser = build_from_meta({"kind": "upsampler", "net": json.loads(json.dumps(st.net.__dict__)),
+                                "diffusion": {"sigma_data": 0.1}, "residual": True})  # fmt: skip
+    seen = []
+    denoiser.inner.net.conv_in.register_forward_hook(lambda m, args, out: seen.append(tuple(args[0].shape)))
+    batch = {"image": data.as_float(slice(0, 4)), "lowres": resize_images(data.images[:4], 8)}
+    task = UpsamplerTask(st.diffusion, st.augment, residual=True, crop=8)
+    assert task.loss(denoiser, batch, torch.Generator().manual_seed(0)).shape == (4,)
+    assert seen == [(4, 6, 8, 8)]  # the noisy crop beside the upsampled low-res crop
+    train_stage("upsampler", tmp_path, cfg, data, progress=False)
+    _, meta = load_model(tmp_path / "upsampler", "upsampler")
+    assert meta["train_crop"] == 8
+    x_lr = resize_images(data.images[:2], 8).float() / 127.5 - 1
+    out = Pipeline.from_run(tmp_path, None, upsampler=True).upsample(x_lr, [0, 1], SampleConfig())
+    assert out.shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["upsampler.train_crop=7"], "upsampler.train_crop must be at most the data's size 16 and a multiple of 2 "
+         "(the scale 2 and the U-Net's 2 ** (levels - 1) = 2), got 7"),
+        (["upsampler.train_crop=6", "upsampler.net.channel_mults=[1,2,2]"], "upsampler.train_crop must be at most "
+         "the data's size 16 and a multiple of 4 (the scale 2 and the U-Net's 2 ** (levels - 1) = 4), got 6"),
+        (["upsampler.train_crop=32"], "upsampler.train_crop must be at most the data's size 16 and a multiple of 2 "
+         "(the scale 2 and the U-Net's 2 ** (levels - 1) = 2), got 32"),
+    ],
+)  # fmt: skip
+def test_wrong_crops_are_one_line_errors_naming_the_field(tmp_path, data, overrides, message):
+    with pytest.raises(VcdmError) as e:
+        train_stage("upsampler", tmp_path, _cfg(*overrides), data, progress=False)
+    assert str(e.value) == message
+    with pytest.raises(VcdmError, match=r"^upsampler.train_crop must be null or a positive integer, got 0$"):
+        _cfg("upsampler.train_crop=0")
+    with pytest.raises(VcdmError, match="upsampler.train_crop must be null with upsampler.space 'latent'"):
+        _cfg("upsampler.train_crop=8", "upsampler.space=latent")
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,10 @@ and returns base + D_r(x - base). At high noise it therefore returns about the b
 spends itself on the detail, whose std (measured at training and stored as meta["residual_std"], about 0.09 for
 32 -> 64 emoji) sets diffusion.sigma_data; p_mean and sigma_max move down with it (the emoji preset's values).
 
+With upsampler.train_crop (as DALL-E 2 trains its upsamplers, on quarter-area crops) each training pair is a
+random crop of the high-res image and the same window of its low-res one (the corner drawn on the low-res grid),
+so a crop of half the side costs a quarter of the compute; the network is convolutional and samples whole images.
+
 In latent space (upsampler.space 'latent', LDM-SR, Rombach et al. 2022) x is the scaled latent E(x_hr) of the
 run's autoencoder (vcdm.latent) and up() brings x_lr to the latent grid H / f: unchanged when low_res is H / f,
 as in LDM-SR; by pixel_unshuffle when the grid is r times smaller (each r x r block of pixels becomes r^2
@@ -158,6 +162,22 @@ def random_blur(
     return y.reshape(b, c, h, w)
 
 
+def random_crops(x: Tensor, x_lr: Tensor, crop: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A random crop x crop window of each high-res image (B, C, H, W) and the matching window of its low-res
+    image (B, C, h, w): the window's corner is drawn on the low-res grid, so the two cover the same area.
+    `crop` must divide by H / h."""
+    scale = x.shape[-1] // x_lr.shape[-1]
+    lo = crop // scale
+    corners = torch.randint(
+        0, x_lr.shape[-1] - lo + 1, (len(x), 2), generator=generator, device=generator.device
+    )
+    hi, low = [], []
+    for (i, j), img, img_lr in zip(corners.tolist(), x, x_lr, strict=True):
+        hi.append(img[:, i * scale : i * scale + crop, j * scale : j * scale + crop])
+        low.append(img_lr[:, i : i + lo, j : j + lo])
+    return torch.stack(hi), torch.stack(low)
+
+
 @dataclass
 class UpsamplerTask:
     """Denoising loss of the upsampler: x0 = batch["image"] given its noised, upsampled batch["lowres"]."""
@@ -169,13 +189,17 @@ class UpsamplerTask:
     cond_drop_prob: float = 0.0
     mode: str = UPSAMPLE_MODE  # how x_lr reaches x0's grid (`lowres_mode`)
     residual: bool = False  # the model denoises x0 - up(x_lr) (vcdm.diffusion.ResidualDenoiser)
+    crop: int | None = None  # train on random crops of this side (and the matching low-res crops)
 
     def loss(self, model: nn.Module, batch: dict[str, Tensor], generator: torch.Generator) -> Tensor:
         x0, x_lr = batch["image"], batch["lowres"]
+        if self.crop is not None:
+            x0, x_lr = random_crops(x0, x_lr, self.crop, generator)
         if x_lr.dtype == torch.uint8:
             x_lr = x_lr.float() / 127.5 - 1
         b, aug = len(x0), self.augment
-        # every draw comes from the loop's generator, in a fixed order: blur, levels, noise, dropout, then the loss's
+        # every draw comes from the loop's generator, in a fixed order: crops, blur, levels, noise, dropout, then
+        # the loss's
         x_lr = random_blur(x_lr, aug.blur_prob, aug.blur_sigma, generator)
         sigma_aug = sample_aug_sigma(aug, b, generator)
         size = x0.shape[-1]  # the latent grid's in latent space: the noise is on the low-res image's values
@@ -238,6 +262,13 @@ def check_upsampler(cfg: RunConfig, data: ImageData) -> int:
     if h % low:
         raise VcdmError(f"upsampler.low_res must divide the data's size {h} (data.image_size), got {low}")
     cfg.upsampler.net.check_sizes("upsampler.net")
+    crop = cfg.upsampler.train_crop
+    if crop is not None:
+        factor = 2 ** (len(cfg.upsampler.net.channel_mults) - 1)
+        step = math.lcm(h // low, factor)
+        if crop > h or crop % step:
+            raise VcdmError(f"upsampler.train_crop must be at most the data's size {h} and a multiple of {step} "
+                            f"(the scale {h // low} and the U-Net's 2 ** (levels - 1) = {factor}), got {crop}")  # fmt: skip
     return low
 
 
@@ -252,9 +283,11 @@ def _prepare_upsampler(cfg: RunConfig, data: ImageData, run: RunDir) -> Prepared
             "low_res": low, "upsample": mode, "augment": to_dict(st.augment)}  # fmt: skip
     task = UpsamplerTask(st.diffusion, st.augment, use_emb=st.uses_embedding, use_label=st.uses_label,
                          cond_drop_prob=st.cond_drop_prob if st.condition != "none" else 0.0, mode=mode,
-                         residual=st.residual)  # fmt: skip
+                         residual=st.residual, crop=st.train_crop)  # fmt: skip
     if st.residual:
         meta["residual"] = True
+    if st.train_crop is not None:  # how it trains: a resumed run must crop alike
+        meta["train_crop"] = st.train_crop
     if st.space == "latent":  # the targets are the high-res images' latents; the low-res images stay pixels
         from vcdm.stages.autoencoder import latent_targets
 
