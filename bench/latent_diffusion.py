@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
         "# Latent diffusion on emoji at 64x64", "",
         f"Data: {args.source} train split at 64x64 ({len(data)} images); held-out: {n} images of its test split. "
         f"Wall time {minutes:.1f} min on this 2-core CPU, load average at the end "
-        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (other processes ran alongside; see below).", "",
+        f"{', '.join(f'{x:.1f}' for x in os.getloadavg())} (about 2 means the bench ran alone).", "",
         "Command:", "", "```", " ".join(["python", *map(shlex.quote, sys.argv)]), "```", "",
         f"## Autoencoders ({args.ae_seconds:.0f} s of training each, L1 + KL 1e-6, no discriminator)", "",
         "| f | latent | scale factor | images trained | train img/s | PSNR (dB) | rFID |",
