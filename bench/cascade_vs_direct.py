@@ -35,8 +35,8 @@ emoji-category classifier, not Inception: values compare only among themselves a
 with --inception FILE, FID on the FID Inception-v3's pool features as well), against the 840 held-out emoji at
 64x64 (DataConfig(source="emoji", split="test")). Floors: as many real training images against the same
 reference, and one half of the held-out set against the other (a 420-image reference: the same metric, a
-smaller reference). A paired bootstrap over seeds (both arms resampled with the
-same indices) gives the spread of the FID difference.
+smaller reference). A paired bootstrap over seeds (both arms resampled with the same indices) gives the spread
+of the FID difference.
 """
 
 from __future__ import annotations

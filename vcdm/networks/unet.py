@@ -110,7 +110,7 @@ class UNetConfig:
         may name attention resolutions of the data's size before that (vcdm.stages.resolve_for_data).
         Called by UNet.__init__ and by the resolution, which passes the field's place (e.g. "decoder.net").
         """
-        factor = 2 ** (len(self.channel_mults) - 1)
+        factor = self.size_multiple
         if self.image_size % factor:
             raise VcdmError(
                 f"{owner}.image_size: expected a multiple of {factor} (2 ** (levels - 1) for "
@@ -129,6 +129,11 @@ class UNetConfig:
                     f"{owner}.attn_heads: {channels} channels at resolution {res} are not "
                     f"divisible by attn_heads={self.attn_heads}"
                 )
+
+    @property
+    def size_multiple(self) -> int:
+        """What every input side must be a multiple of: 2 ** (levels - 1), one halving per level below the top."""
+        return 2 ** (len(self.channel_mults) - 1)
 
     @property
     def resolutions(self) -> tuple[int, ...]:
@@ -258,7 +263,7 @@ class UNet(nn.Module):
             (B, out_channels, H, W) float32, also under autocast.
         """
         cfg = self.cfg
-        factor = 2 ** (len(cfg.channel_mults) - 1)
+        factor = cfg.size_multiple
         if x.ndim != 4 or x.shape[1] != cfg.in_channels or x.shape[2] % factor or x.shape[3] % factor:
             raise VcdmError(
                 f"x: expected (B, {cfg.in_channels}, H, W) with H, W multiples of {factor}, "

@@ -264,7 +264,7 @@ def check_upsampler(cfg: RunConfig, data: ImageData) -> int:
     cfg.upsampler.net.check_sizes("upsampler.net")
     crop = cfg.upsampler.train_crop
     if crop is not None:
-        factor = 2 ** (len(cfg.upsampler.net.channel_mults) - 1)
+        factor = cfg.upsampler.net.size_multiple
         step = math.lcm(h // low, factor)
         if crop > h or crop % step:
             raise VcdmError(f"upsampler.train_crop must be at most the data's size {h} and a multiple of {step} "
